@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set up the environment, then run the whole test suite (unit + integration against real hosts).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,57 @@
+"""Shared fixtures: paths to the public data and a small three-tier config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def three_tiers(**overrides: Any) -> dict[str, Any]:
+    """A config mapping with local / hpc / cloud tiers; keyword overrides merge per tier name."""
+    tiers = [
+        {
+            "name": "local",
+            "order": 0,
+            "models": ["local-model"],
+            "context_window": 4096,
+            "output_reserve": 512,
+            "capabilities": ["tools"],
+            "min_score": 0.0,
+        },
+        {
+            "name": "hpc",
+            "order": 1,
+            "models": ["hpc-model"],
+            "context_window": 32768,
+            "output_reserve": 1024,
+            "capabilities": ["tools"],
+            "min_score": 0.3333,
+        },
+        {
+            "name": "cloud",
+            "order": 2,
+            "models": ["cloud-model"],
+            "price": {"input_per_mtok": 3, "output_per_mtok": 15},
+            "context_window": 200000,
+            "capabilities": ["vision", "tools"],
+            "min_score": 0.6667,
+        },
+    ]
+    for tier in tiers:
+        tier.update(overrides.get(tier["name"], {}))
+    config: dict[str, Any] = {"tiers": tiers}
+    if "rules" in overrides:
+        config["rules"] = overrides["rules"]
+    return config
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not beside this checkout")
+    return SHARED_DATA

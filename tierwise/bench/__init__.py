@@ -1,0 +1,1 @@
+"""Benchmarks shipped with the package (`tierwise bench ...`): figures, not pass/fail."""

@@ -1,0 +1,1 @@
+"""Implementations of the `tierwise` subcommands (the parser lives in tierwise.cli)."""

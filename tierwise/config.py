@@ -1,0 +1,312 @@
+"""Configuration: pydantic models for tiers and rules, loaded from YAML.
+
+Every model forbids unknown keys, so a typo is an error that names the key and the keys
+allowed there, instead of a setting that silently does nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Capability = Literal["vision", "tools", "json"]
+RuleName = Literal["capability", "context", "complexity", "vram", "sla", "health", "custom"]
+ScoringMethod = Literal["auto", "heuristic", "learned", "cascade"]
+
+DEFAULT_RULE_ORDER: tuple[RuleName, ...] = (
+    "capability",
+    "context",
+    "complexity",
+    "vram",
+    "sla",
+    "health",
+    "custom",
+)
+_TIER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConfigError(Exception):
+    """A configuration file or mapping that cannot be used; the message says why and where."""
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(StrictModel):
+    """USD per one million tokens, as providers quote them."""
+
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
+
+
+class VramSettings(StrictModel):
+    """When to treat a GPU-backed tier as too full to take a request."""
+
+    source: Literal["nvml", "vllm"] = "nvml"
+    device: int = Field(0, ge=0, description="NVML device index (source: nvml)")
+    min_free_gb: float = Field(2.0, ge=0, description="headroom a request needs on the card")
+    metrics_url: str | None = Field(None, description="vLLM /metrics URL (source: vllm)")
+    max_kv_cache_usage: float = Field(0.95, gt=0, le=1)
+    max_waiting: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _vllm_needs_url(self) -> VramSettings:
+        if self.source == "vllm" and not self.metrics_url:
+            raise ValueError("source 'vllm' needs metrics_url (the server's /metrics address)")
+        return self
+
+
+class SlaSettings(StrictModel):
+    """Latency objective for a tier, judged on an EMA of time to first token."""
+
+    max_ttft_ms: float = Field(..., gt=0)
+    seed_ms: float | None = Field(
+        None, gt=0, description="assumed latency before any observation (default: half the SLA)"
+    )
+    alpha: float = Field(0.2, gt=0, le=1, description="EMA weight of each new observation")
+    probe_every: int = Field(
+        20, ge=1, description="a demoted tier still gets one in N of the requests it would get"
+    )
+
+
+class TierConfig(StrictModel):
+    """One rung of the ladder: a set of host models with one price, window and capability set."""
+
+    name: str
+    order: int = Field(..., ge=0, description="0 = cheapest; higher orders are stronger tiers")
+    models: tuple[str, ...] = Field(..., min_length=1, description="host model names")
+    price: Price = Price()
+    context_window: int = Field(8192, gt=0)
+    output_reserve: int = Field(1024, ge=0, description="tokens kept free for the answer")
+    capabilities: tuple[Capability, ...] = ()
+    min_score: float | None = Field(
+        None, ge=0, le=1, description="lowest complexity score this tier is chosen for"
+    )
+    vram: VramSettings | None = None
+    sla: SlaSettings | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_shape(cls, value: str) -> str:
+        if not _TIER_NAME.match(value):
+            raise ValueError(
+                "tier names are 1-64 letters, digits, '_', '-' or '.', starting with a letter "
+                "or digit"
+            )
+        return value
+
+    def fits(self, prompt_tokens: int, margin: float = 0.0) -> bool:
+        """Whether a prompt of this many tokens leaves room for the answer."""
+        usable = self.context_window * (1.0 - margin) - self.output_reserve
+        return prompt_tokens <= usable
+
+
+class Bands(StrictModel):
+    """Score cut points between the LOW / MEDIUM / HIGH bands."""
+
+    medium: float = Field(1 / 3, gt=0, lt=1)
+    high: float = Field(2 / 3, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Bands:
+        if self.medium >= self.high:
+            raise ValueError(f"medium ({self.medium}) must be below high ({self.high})")
+        return self
+
+
+class ScoringConfig(StrictModel):
+    method: ScoringMethod = "auto"
+    bands: Bands = Bands()
+
+
+class HealthSettings(StrictModel):
+    max_failures: int = Field(3, ge=1, description="consecutive failures before a cool-down")
+    cooldown_s: float = Field(30.0, gt=0)
+
+
+class RulesConfig(StrictModel):
+    order: tuple[RuleName, ...] = DEFAULT_RULE_ORDER
+    context_margin: float = Field(
+        0.05, ge=0, lt=1, description="share of each window kept spare for tokenizer mismatch"
+    )
+    health: HealthSettings = HealthSettings()
+    custom: tuple[str, ...] = Field((), description="dotted paths 'package.module:callable'")
+
+    @field_validator("order")
+    @classmethod
+    def _no_repeats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        seen = [name for name in value if value.count(name) > 1]
+        if seen:
+            raise ValueError(f"rule {seen[0]!r} is listed twice")
+        return value
+
+    @field_validator("custom")
+    @classmethod
+    def _dotted(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for path in value:
+            if not re.match(r"^[A-Za-z_][\w.]*[:.][A-Za-z_]\w*$", path):
+                raise ValueError(f"{path!r} is not a dotted path like 'package.module:function'")
+        return value
+
+
+class TierwiseConfig(StrictModel):
+    tiers: tuple[TierConfig, ...] = Field(..., min_length=1)
+    scoring: ScoringConfig = ScoringConfig()
+    rules: RulesConfig = RulesConfig()
+
+    @model_validator(mode="after")
+    def _consistent_tiers(self) -> TierwiseConfig:
+        names = [t.name for t in self.tiers]
+        orders = [str(t.order) for t in self.tiers]
+        for label, values in (("name", names), ("order", orders)):
+            dupes = sorted({v for v in values if values.count(v) > 1})
+            if dupes:
+                raise ValueError(f"tier {label}s must be unique; repeated: {', '.join(dupes)}")
+        ranked = sorted(self.tiers, key=lambda t: t.order)
+        thresholds = [t.min_score for t in ranked if t.min_score is not None]
+        if thresholds != sorted(thresholds):
+            raise ValueError("min_score must rise with tier order")
+        return self
+
+    @property
+    def ranked_tiers(self) -> tuple[TierConfig, ...]:
+        """Tiers from cheapest to strongest."""
+        return tuple(sorted(self.tiers, key=lambda t: t.order))
+
+    def tier(self, name: str) -> TierConfig:
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        raise KeyError(name)
+
+    def thresholds(self) -> dict[str, float]:
+        """min_score per tier; tiers without one are spaced evenly across [0, 1)."""
+        ranked = self.ranked_tiers
+        return {
+            t.name: (t.min_score if t.min_score is not None else i / len(ranked))
+            for i, t in enumerate(ranked)
+        }
+
+
+def load_config(source: str | Path | Mapping[str, Any] | None = None) -> TierwiseConfig:
+    """Load and validate a config from a YAML path, a mapping, or (None) the embedded default.
+
+    Raises ConfigError with one line per problem, each naming the key, the bad value and
+    what is allowed there.
+    """
+    where = "<mapping>"
+    if source is None:
+        text = importlib.resources.files("tierwise.defaults").joinpath("default.yaml").read_text()
+        data, where = _parse_yaml(text, "embedded default config"), "embedded default config"
+    elif isinstance(source, Mapping):
+        data = dict(source)
+    else:
+        path = Path(source)
+        where = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: cannot read: {exc}") from None
+        data = _parse_yaml(text, where)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: the top level must be a mapping with a 'tiers' key")
+    if isinstance(data.get("tierwise"), Mapping) and "tiers" not in data:
+        data = data["tierwise"]  # accept a file that nests everything under `tierwise:`
+    try:
+        return TierwiseConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, where, data)) from None
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
+
+
+def format_validation_error(exc: ValidationError, where: str, data: Any) -> str:
+    """Turn pydantic's errors into lines a person can act on."""
+    lines = [f"{where}: invalid tierwise config"]
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = _dotted_key(loc) or "(top level)"
+        bad = _value_at(data, loc)
+        if err["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed_keys(loc[:-1]))
+            lines.append(f"  {key}: unknown key; allowed here: {allowed}")
+            continue
+        if err["type"] == "missing":
+            lines.append(f"  {key}: required key is missing")
+            continue
+        message = str(err["msg"]).removeprefix("Value error, ")
+        got = f" (got {bad!r})" if bad is not _MISSING else ""
+        lines.append(f"  {key}: {message}{got}")
+    return "\n".join(lines)
+
+
+_MISSING = object()
+
+
+def _dotted_key(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _value_at(data: Any, loc: Sequence[int | str]) -> Any:
+    node = data
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return node
+
+
+def _allowed_keys(loc: Sequence[int | str]) -> list[str]:
+    """The field names of the model that sits at `loc` in the config tree."""
+    model: Any = TierwiseConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        model = _model_in(field.annotation)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """Find the pydantic model inside Optional[...] / tuple[...] / list[...] annotations."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, tuple, list):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None

@@ -1,0 +1,48 @@
+"""The routing decision: which tier, why, and where to go if it fails."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Decision:
+    tier: str
+    models: tuple[str, ...]
+    score: float
+    band: str
+    reasons: tuple[str, ...]
+    fallback_chain: tuple[str, ...]
+    scorer: str = "heuristic"
+    drivers: tuple[str, ...] = ()
+    probe: bool = False
+    prompt_tokens: int | None = None
+    decided_in_ms: float = 0.0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier,
+            "models": list(self.models),
+            "score": round(self.score, 4),
+            "band": self.band,
+            "scorer": self.scorer,
+            "reasons": list(self.reasons),
+            "fallback_chain": list(self.fallback_chain),
+            "probe": self.probe,
+            "prompt_tokens": self.prompt_tokens,
+            "decided_in_ms": round(self.decided_in_ms, 3),
+        }
+
+    def short_reason(self) -> str:
+        """One line for a response header: the last rule that acted decides the tier."""
+        return self.reasons[-1] if self.reasons else "default"
+
+    def explain(self) -> str:
+        """A few lines for people: the tier, the score, each rule that acted."""
+        lines = [f"-> {self.tier} (score {self.score:.2f}, {self.band}, by {self.scorer})"]
+        lines += [f"   {reason}" for reason in self.reasons]
+        if self.fallback_chain:
+            lines.append(f"   if {self.tier} fails: {' -> '.join(self.fallback_chain)}")
+        return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Live signals the rule chain reads: latency EMA, tier health, GPU memory."""
