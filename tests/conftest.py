@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.servers import Stub, start_stub
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -55,3 +58,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not beside this checkout")
     return SHARED_DATA
+
+
+@pytest.fixture
+def stub_factory(tmp_path: Path) -> Iterator[Callable[..., Stub]]:
+    """Start OpenAI-compatible stand-ins: stub_factory("local") -> Stub; all stopped after."""
+    started: list[Stub] = []
+
+    def start(name: str, models: Sequence[str] = ()) -> Stub:
+        stub = start_stub(name, tmp_path, models)
+        started.append(stub)
+        return stub
+
+    yield start
+    for stub in started:
+        stub.stop()

@@ -1,0 +1,124 @@
+"""Processes the integration tests start: upstream stand-ins and real hosts, on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(
+    url: str, process: subprocess.Popen[bytes] | None, timeout_s: float, log: Path | None = None
+) -> None:
+    """Poll `url` until it answers (any status below 500), the process dies, or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
+            raise RuntimeError(
+                f"process exited with {process.returncode} before {url} answered\n{tail}"
+            )
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.2)
+    tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
+    raise TimeoutError(f"{url} did not answer within {timeout_s}s ({last})\n{tail}")
+
+
+@dataclass
+class Service:
+    """A process started for a test, with its log file; stop() always reaps it."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def start_service(
+    command: Sequence[str],
+    ready_url: str,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 60,
+    cwd: Path | None = None,
+) -> Service:
+    merged = {**os.environ, **(env or {})}
+    handle = log.open("wb")
+    process = subprocess.Popen(
+        list(command), stdout=handle, stderr=subprocess.STDOUT, env=merged, cwd=str(cwd or REPO)
+    )
+    base = ready_url.rsplit("/", 1)[0] if ready_url.endswith("/health") else ready_url
+    service = Service(process, base, log)
+    try:
+        wait_http(ready_url, process, timeout_s, log)
+    except Exception:
+        service.stop()
+        raise
+    return service
+
+
+@dataclass
+class Stub(Service):
+    """An OpenAI-compatible upstream stand-in (tests/servers/openai_stub.py)."""
+
+    name: str = "stub"
+
+    @property
+    def base(self) -> str:
+        return self.url
+
+    def control(self, **changes: Any) -> None:
+        httpx.post(f"{self.url}/control", json=changes, timeout=5).raise_for_status()
+
+    def requests(self) -> list[dict[str, Any]]:
+        return list(httpx.get(f"{self.url}/requests", timeout=5).json())
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/reset", timeout=5).raise_for_status()
+
+
+def start_stub(name: str, log_dir: Path, models: Sequence[str] = ()) -> Stub:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "tests.servers.openai_stub",
+        "--port",
+        str(port),
+        "--name",
+        name,
+    ]
+    for model in models:
+        command += ["--model", model]
+    log = log_dir / f"stub-{name}.log"
+    service = start_service(command, f"http://127.0.0.1:{port}/health", log, timeout_s=20)
+    return Stub(service.process, f"http://127.0.0.1:{port}", log, name=name)
