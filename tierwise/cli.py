@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     route = sub.add_parser("route", help="decide the tier for one prompt; JSON out")
-    route.add_argument("prompt", help="the user message")
+    route.add_argument("prompt", help="the user message ('-' reads it from stdin)")
     route.add_argument("--system", help="a system prompt to include")
     route.add_argument("--image", action="append", default=[], help="an image URL (repeatable)")
     route.add_argument("--tools", action="store_true", help="pretend the request defines tools")
@@ -98,9 +98,10 @@ def cmd_route(args: argparse.Namespace) -> int:
     messages: list[dict[str, object]] = []
     if args.system:
         messages.append({"role": "system", "content": args.system})
-    content: object = args.prompt
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    content: object = prompt
     if args.image:
-        content = [{"type": "text", "text": args.prompt}] + [
+        content = [{"type": "text", "text": prompt}] + [
             {"type": "image_url", "image_url": {"url": url}} for url in args.image
         ]
     messages.append({"role": "user", "content": content})

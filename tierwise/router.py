@@ -48,8 +48,10 @@ class TierRouter:
         chosen = state.pick()
         if state.floor is not None and chosen.order < state.floor:
             state.reasons.append(
-                f"no tier at or above the complexity floor is left; using {chosen.name}"
+                f"chosen: {chosen.name}, the strongest tier left (none at or above the floor)"
             )
+        elif state.floor is not None and chosen.order > state.floor:
+            state.reasons.append(f"chosen: {chosen.name}, the cheapest tier left above the floor")
         above = [t.name for t in state.candidates if t.order > chosen.order]
         below = [t.name for t in reversed(state.candidates) if t.order < chosen.order]
         return Decision(

@@ -120,14 +120,13 @@ SIMPLE_OPENERS = (
     "list ",
     "spell ",
     "is it ",
-    "hi",
-    "hello",
-    "hey",
-    "thanks",
-    "thank you",
-    "good morning",
 )
 SIMPLE_WORDS = _words("capital synonym antonym meaning definition stand abbreviation plural color")
+# Conversational turns (acknowledgements, greetings, yes/no) need no strong model at all.
+CHAT_WORDS = _words(
+    "ok okay yes yeah yep no nope sure thanks thank great cool nice bye goodbye hi hello hey",
+    "please perfect awesome alright right got good",
+)
 
 DIMENSIONS = (
     "length",
@@ -178,7 +177,9 @@ def features(text: str) -> dict[str, float]:
     sentences = scan.count(". ") + scan.count("? ") + scan.count("! ") + 1
     long_words = sum(1 for w in words if len(w) >= 11)
     opener = scan.lstrip()
-    simple_opener = any(opener.startswith(p) for p in SIMPLE_OPENERS)
+    # A greeting or "ok" opens a conversational turn only when little follows it.
+    chat_turn = n_words <= 8 and bool(words) and words[0] in CHAT_WORDS
+    simple_opener = chat_turn or any(opener.startswith(p) for p in SIMPLE_OPENERS)
     short = n_words <= 12
 
     return {
