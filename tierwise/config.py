@@ -163,10 +163,36 @@ class RulesConfig(StrictModel):
         return value
 
 
+class CacheConfig(StrictModel):
+    """The semantic cache: off unless enabled; scoped per user/team/key unless made global."""
+
+    enabled: bool = False
+    backend: Literal["disk", "redis"] = "disk"
+    directory: str | None = Field(None, description="disk backend (default: user cache dir)")
+    redis_url: str | None = Field(None, description="redis backend, e.g. redis://host:6379/0")
+    similarity: float = Field(0.9, gt=0, le=1, description="cosine needed for a semantic hit")
+    ttl_s: float = Field(86400.0, gt=0)
+    max_entries: int = Field(100_000, ge=1)
+    scope: Literal["user", "team", "global"] = "user"
+    max_temperature: float = Field(
+        0.7, ge=0, description="requests sampled hotter than this are neither served nor stored"
+    )
+    anchor_guard: bool = Field(
+        True, description="a semantic hit also needs the same numbers and names in the question"
+    )
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> CacheConfig:
+        if self.backend == "redis" and not self.redis_url:
+            raise ValueError("backend 'redis' needs redis_url (e.g. redis://localhost:6379/0)")
+        return self
+
+
 class TierwiseConfig(StrictModel):
     tiers: tuple[TierConfig, ...] = Field(..., min_length=1)
     scoring: ScoringConfig = ScoringConfig()
     rules: RulesConfig = RulesConfig()
+    cache: CacheConfig = CacheConfig()
 
     @model_validator(mode="after")
     def _consistent_tiers(self) -> TierwiseConfig:

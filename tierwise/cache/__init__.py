@@ -1,0 +1,5 @@
+"""Semantic answer cache: exact and embedding matches, tenant-scoped and tier-stamped."""
+
+from tierwise.cache.semantic import CacheHit, SemanticCache
+
+__all__ = ["CacheHit", "SemanticCache"]

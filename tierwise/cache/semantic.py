@@ -1,0 +1,282 @@
+"""The semantic cache: exact match first, then cosine on the question's embedding.
+
+Correctness rules, in the order they are checked:
+- never for requests with tools, hot sampling, images in the question, an opt-out, or no
+  tenant to scope them to (unless the cache is configured global);
+- only within one partition (tenant scope + model group + system prompt + earlier turns +
+  answer-shaping parameters);
+- an answer produced by tier T serves only requests whose decision is T or a cheaper tier;
+- a semantic match must also keep the question's numbers and names (anchor guard);
+- entries expire after ttl_s; past max_entries the least recently used go first.
+Any storage fault turns the cache off with one warning; requests are served regardless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tierwise.cache import keys
+from tierwise.cache.index import VectorIndex
+from tierwise.cache.store import DiskStore, Entry, RedisStore, Store, StoreError
+from tierwise.config import CacheConfig
+from tierwise.request import ChatRequest
+
+log = logging.getLogger(__name__)
+EXPIRY_SWEEP_EVERY = 1024  # puts between sweeps for expired entries
+Embed = Callable[[Sequence[str]], np.ndarray]
+
+
+def default_directory() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tierwise" / "answers"
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    entry_id: str
+    response: dict[str, Any]
+    tier: str
+    similarity: float  # 1.0 for an exact hit
+    exact: bool
+
+
+class SemanticCache:
+    """Tenant-scoped, tier-stamped answer cache over a shared store and a local vector index."""
+
+    def __init__(
+        self,
+        config: CacheConfig,
+        embed: Embed | None,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.embed = embed
+        self.clock = clock
+        self.disabled_reason = ""
+        self._lock = threading.RLock()
+        self._indexes: dict[str, VectorIndex] = {}
+        self._meta: dict[str, tuple[str, float, float]] = {}  # id -> (partition, expires, used)
+        self._seen_seq = 0
+        self._puts = 0
+        self.store: Store | None = None
+        try:
+            self.store = store or self._open_store()
+        except StoreError as exc:
+            self._disable(f"cannot open the {config.backend} store: {exc}")
+            return
+        self._sync()
+
+    def _open_store(self) -> Store:
+        if self.config.backend == "redis":
+            return RedisStore(str(self.config.redis_url))
+        directory = Path(self.config.directory) if self.config.directory else default_directory()
+        return DiskStore(directory)
+
+    @property
+    def enabled(self) -> bool:
+        return not self.disabled_reason and self.store is not None
+
+    def _disable(self, reason: str) -> None:
+        if not self.disabled_reason:
+            log.warning("semantic cache turned off: %s; requests are served without it", reason)
+        self.disabled_reason = reason
+
+    def skip_reason(self, request: ChatRequest, opt_out: bool = False) -> str | None:
+        """Why this request must neither be served from nor stored in the cache (None: ok)."""
+        if not self.enabled:
+            return f"cache off: {self.disabled_reason}"
+        if opt_out:
+            return "the client opted out"
+        if request.has_tools:
+            return "the request uses tools"
+        temperature = request.temperature
+        if temperature is not None and temperature > self.config.max_temperature:
+            return f"temperature {temperature:g} > {self.config.max_temperature:g}"
+        last = request.last_user
+        if last is None or not last.text.strip():
+            return "no text question to match"
+        if last.has_media:
+            return "the question carries images, audio or files"
+        if keys.scope_part(request, self.config.scope) is None:
+            return "no user, team or key to scope the cache to (or set cache.scope: global)"
+        return None
+
+    def partition(self, request: ChatRequest) -> str:
+        scope = keys.scope_part(request, self.config.scope)
+        return f"{scope}|{keys.context_part(request)}"
+
+    def vector(self, request: ChatRequest) -> np.ndarray | None:
+        """The question's embedding, computed once per request and shared via request.memo."""
+        cached = request.memo.get("embedding")
+        if cached is not None:
+            return np.asarray(cached, dtype=np.float32)
+        if self.embed is None:
+            return None
+        vector = np.asarray(self.embed([request.last_user_text])[0], dtype=np.float32)
+        request.memo["embedding"] = vector
+        return vector
+
+    def lookup(
+        self, request: ChatRequest, tier_order: int, opt_out: bool = False
+    ) -> CacheHit | None:
+        """An answer for `request` from a tier at least as strong as the decided one, or None."""
+        if self.skip_reason(request, opt_out) is not None or self.store is None:
+            return None
+        partition = self.partition(request)
+        question = request.last_user_text
+        try:
+            entry_id = self.store.exact(keys.exact_key(partition, question))
+            if entry_id:
+                hit = self._serve(entry_id, tier_order, 1.0, exact=True)
+                if hit:
+                    return hit
+            query = self.vector(request)
+            if query is None:
+                return None
+            self._sync()
+            with self._lock:
+                index = self._indexes.get(partition)
+                candidates = index.search(query, k=4) if index else []
+            guard = question if self.config.anchor_guard else None
+            for similarity, candidate in candidates:
+                if similarity < self.config.similarity:
+                    break
+                hit = self._serve(candidate, tier_order, similarity, exact=False, guard=guard)
+                if hit:
+                    return hit
+        except StoreError as exc:
+            self._disable(str(exc))
+        return None
+
+    def _serve(
+        self,
+        entry_id: str,
+        tier_order: int,
+        similarity: float,
+        exact: bool,
+        guard: str | None = None,
+    ) -> CacheHit | None:
+        assert self.store is not None
+        entry = self.store.get(entry_id)
+        now = self.clock()
+        if entry is None or entry.expires <= now:
+            self._forget(entry_id)
+            return None
+        if entry.tier_order < tier_order:
+            return None  # produced by a cheaper tier than this request needs
+        if guard is not None and not keys.anchors_agree(guard, entry.question):
+            return None
+        with self._lock:
+            if entry_id in self._meta:
+                partition, expires, _ = self._meta[entry_id]
+                self._meta[entry_id] = (partition, expires, now)
+        return CacheHit(entry.id, entry.response, entry.tier, similarity, exact)
+
+    def put(
+        self,
+        request: ChatRequest,
+        response: Mapping[str, Any],
+        tier: str,
+        tier_order: int,
+        opt_out: bool = False,
+    ) -> bool:
+        """Store an answer; False when the request may not be cached or the cache is off."""
+        if self.skip_reason(request, opt_out) is not None or self.store is None:
+            return False
+        vector = self.vector(request)
+        if vector is None:
+            return False
+        now = self.clock()
+        partition = self.partition(request)
+        entry = Entry(
+            id=uuid.uuid4().hex,
+            partition=partition,
+            exact_key=keys.exact_key(partition, request.last_user_text),
+            question=request.last_user_text,
+            vector=vector,
+            response=dict(response),
+            tier=tier,
+            tier_order=tier_order,
+            created=now,
+            expires=now + self.config.ttl_s,
+        )
+        try:
+            self.store.add(entry, self.config.ttl_s)
+            self._sync()
+            self._evict()
+        except StoreError as exc:
+            self._disable(str(exc))
+            return False
+        return True
+
+    def _sync(self) -> None:
+        """Pull entries other processes (or this one) added since the last look."""
+        if self.store is None:
+            return
+        try:
+            latest = self.store.latest()
+            if latest <= self._seen_seq:
+                return
+            for seq, entry in self.store.since(self._seen_seq):
+                self._remember(entry)
+                self._seen_seq = max(self._seen_seq, seq)
+            self._seen_seq = max(self._seen_seq, latest)
+        except StoreError as exc:
+            self._disable(str(exc))
+
+    def _remember(self, entry: Entry) -> None:
+        with self._lock:
+            index = self._indexes.get(entry.partition)
+            if index is None:
+                index = self._indexes[entry.partition] = VectorIndex(len(entry.vector))
+            index.add(entry.id, entry.vector)
+            self._meta[entry.id] = (entry.partition, entry.expires, entry.created)
+
+    def _forget(self, entry_id: str) -> None:
+        with self._lock:
+            meta = self._meta.pop(entry_id, None)
+            if meta is not None and meta[0] in self._indexes:
+                self._indexes[meta[0]].remove(entry_id)
+
+    def _evict(self) -> None:
+        """Sweep expired entries now and then; past max_entries drop the least recently used.
+
+        Both scans are O(n), so they run every EXPIRY_SWEEP_EVERY puts or when over the cap,
+        and an over-cap sweep frees 1% of the cap at once rather than one entry per put.
+        """
+        assert self.store is not None
+        self._puts += 1
+        cap = self.config.max_entries
+        with self._lock:
+            if len(self._meta) <= cap and self._puts % EXPIRY_SWEEP_EVERY:
+                return
+            now = self.clock()
+            victims = [i for i, (_, expires, _) in self._meta.items() if expires <= now]
+            over = len(self._meta) - len(victims) - cap
+            if over > 0:
+                live = sorted(
+                    (used, i) for i, (_, expires, used) in self._meta.items() if expires > now
+                )
+                victims += [i for _, i in live[: max(over, cap // 100)]]
+        for entry_id in victims:
+            self.store.delete(entry_id)
+            self._forget(entry_id)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._meta)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
