@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
@@ -179,7 +180,7 @@ def build_setup(
     tiers = []
     for tier in config.ranked_tiers:
         if not chosen[tier.name]:
-            notes.append(f"{tier.name}: no installed model, tier skipped")
+            log.debug("tier %s has no installed model; skipped", tier.name)
             continue
         data = tier.model_dump(mode="json")
         data["models"] = chosen[tier.name]
@@ -226,10 +227,7 @@ def status_text(decision: Decision, model: str, wanted: Decision | None = None) 
     """One status line: model, tier, score and the reason (and any access limit)."""
     text = f"auto → {model} ({decision.tier}) · score {decision.score:.2f} {decision.band}"
     if wanted is not None and wanted.tier != decision.tier:
-        return (
-            f"{text} · {wanted.tier} suggested ({wanted.short_reason()}), but your account "
-            f"may use up to {decision.tier}"
-        )
+        return f"{text} · {wanted.short_reason()} · your account may use up to {decision.tier}"
     return f"{text} · {decision.short_reason()}"
 
 
@@ -325,6 +323,14 @@ class Route:
     tiers: list[str] = field(default_factory=list)
     notes: tuple[str, ...] = ()
 
+    @property
+    def status(self) -> str:
+        model = self.model_for(self.tiers[0])
+        if self.decision is None:
+            return f"auto → {model} ({self.tiers[0]}) · background task"
+        line = status_text(self.decision, model, self.wanted)
+        return f"{line} · {'; '.join(self.notes)}" if self.notes else line
+
     def model_for(self, tier: str) -> str:
         return self.config.tier(tier).models[0]
 
@@ -392,6 +398,7 @@ class Pipe:
         self.valves = self.Valves()
         self.signals = Signals()  # latency and health, shared by every router below
         self._routers: dict[str, TierRouter] = {}
+        self._setup_cache: tuple[str, Setup] | None = None
 
     # -- the call ---------------------------------------------------------------------------
 
@@ -418,8 +425,7 @@ class Pipe:
             log.exception("tierwise auto: routing failed")
             await emit(f"tierwise: internal error ({exc!r})", True)
             return error_reply(f"internal error ({exc!r}); the server log has the details")
-        if route.decision is not None:
-            await emit(status_text(route.decision, route.model_for(route.tiers[0]), route.wanted))
+        await emit(route.status)
         return await self._serve(body, route, __request__, user, emit)
 
     def _route(
@@ -458,12 +464,15 @@ class Pipe:
     async def _serve(
         self, body: dict[str, Any], route: Route, request: Any, user: Any, emit: _Status
     ) -> Any:
+        """Call the route's tiers in order until one answers; the last status stays shown."""
         failures: list[str] = []
         router = self._router(route.config)
+        line = route.status
         for i, tier in enumerate(route.tiers):
             model = route.model_for(tier)
             if i:
-                await emit(f"{route.tiers[i - 1]} failed ({failures[-1]}); trying {model} ({tier})")
+                line = f"{route.tiers[i - 1]} failed ({failures[-1]}); trying {model} ({tier})"
+                await emit(line)
             started = time.perf_counter()
             attempt = await _call_model(request, {**body, "model": model}, user)
             if not attempt.ok:
@@ -471,9 +480,9 @@ class Pipe:
                 failures.append(attempt.error)
                 continue
             if _is_stream(attempt.response):
-                return _relay(attempt.response, router, tier, started, emit, model)
+                return _relay(attempt.response, router, tier, started, emit, line)
             router.record(tier, ok=True)
-            await emit(f"answered by {model} ({tier})", True)
+            await emit(line, True)
             return attempt.response
         problem = "; ".join(f"{t}: {e}" for t, e in zip(route.tiers, failures, strict=False))
         await emit(f"tierwise: every tier failed ({problem})", True)
@@ -503,13 +512,23 @@ class Pipe:
     # -- cached pieces --------------------------------------------------------------------------
 
     def _setup(self, installed: list[Mapping[str, Any]]) -> Setup:
+        """The ladder for these valves and models; rebuilt only when either changes."""
         valves = self.valves
-        return build_setup(
-            base_config(valves.config_path),
-            parse_tier_models(valves.tier_models),
-            parse_thresholds(valves.thresholds),
-            installed,
+        path = valves.config_path.strip()
+        stamp = Path(path).stat().st_mtime_ns if path and Path(path).is_file() else 0
+        key = json.dumps(
+            [valves.model_dump(), stamp, [[m["id"], sorted(model_tags(m))] for m in installed]],
+            default=str,
         )
+        if self._setup_cache is None or self._setup_cache[0] != key:
+            setup = build_setup(
+                base_config(path),
+                parse_tier_models(valves.tier_models),
+                parse_thresholds(valves.thresholds),
+                installed,
+            )
+            self._setup_cache = (key, setup)
+        return self._setup_cache[1]
 
     def _router(self, config: TierwiseConfig) -> TierRouter:
         """One router per distinct ladder; all share the latency and health signals."""
@@ -627,7 +646,7 @@ def _describe(error: Any) -> str:
 
 
 def _relay(
-    upstream: Any, router: TierRouter, tier: str, started: float, emit: _Status, model: str
+    upstream: Any, router: TierRouter, tier: str, started: float, emit: _Status, line: str
 ) -> Any:
     """Pass the model's stream through untouched, timing its first chunk for the SLA rule."""
     from starlette.responses import StreamingResponse
@@ -646,10 +665,6 @@ def _relay(
             if upstream.background is not None:
                 await upstream.background()
         router.record(tier, ok=True, ttft_ms=first)
-        await emit(
-            f"answered by {model} ({tier})"
-            + (f" · first token {first:.0f} ms" if first is not None else ""),
-            True,
-        )
+        await emit(f"{line} · first token {first:.0f} ms" if first is not None else line, True)
 
     return StreamingResponse(chunks(), media_type="text/event-stream")
