@@ -145,7 +145,7 @@ def build_setup(
     A tier named in tier_models gets exactly those models. Any other tier is mapped
     automatically: models tagged `tierwise:<tier>`, then the tier's own `models` from the
     config; Ollama models fill the cheapest tier if nothing else does. Tiers left without
-    an installed model are dropped, with a note saying so.
+    an installed model are dropped; mapped models that are not installed become notes.
     """
     names = {t.name for t in config.tiers}
     for label, keys in (("tier_models", tier_models), ("thresholds", thresholds)):
@@ -193,8 +193,6 @@ def build_setup(
             f"'{cheapest}=<model id>') or tag models '{TAG_PREFIX}<tier>' in Admin -> Models"
             + (f"; installed: {', '.join(ids[:20])}" if ids else "; no models are installed")
         )
-    if not any(t.get("min_score") in (None, 0, 0.0) for t in tiers[:1]):
-        tiers[0]["min_score"] = 0.0  # the cheapest remaining tier takes what no other wants
     data = config.model_dump(mode="json")
     data["tiers"] = tiers
     try:

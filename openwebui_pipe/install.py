@@ -112,6 +112,8 @@ def install(
             f"the token belongs to a user with role {(me or {}).get('role')!r}; installing a "
             "function needs an admin's token"
         )
+    if valves:  # refuse bad valves before anything on the server changes
+        check_valves(valves, installed_model_ids(api, function_id))
     source = source or pipe_source()
     form = {
         "id": function_id,
@@ -134,7 +136,6 @@ def install(
         api.call("POST", f"/api/v1/functions/id/{function_id}/toggle")
     saved: dict[str, Any] = {}
     if valves:
-        check_valves(valves, installed_model_ids(api, function_id))
         current = api.call("GET", f"/api/v1/functions/id/{function_id}/valves") or {}
         saved = api_save_valves(api, function_id, {**current, **valves})
     if public:
