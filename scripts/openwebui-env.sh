@@ -98,11 +98,17 @@ source_hash() {
             sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16
     fi
 }
+# Overlays of checkouts that are gone (CI clones, removed worktrees) are dropped.
+for stale in "$BASE.checkouts"/*/; do
+    [ -f "$stale/.checkout" ] || continue
+    [ -d "$(cat "$stale/.checkout")" ] || rm -rf "$stale"
+done
 want=$(source_hash)
 if [ ! -x "$OVERLAY/bin/python" ]; then
     "$BASE/bin/python" -m venv "$OVERLAY"
     site_of() { "$1" -c 'import sysconfig; print(sysconfig.get_path("purelib"))'; }
     site_of "$BASE/bin/python" >"$(site_of "$OVERLAY/bin/python")/zz-openwebui-base.pth"
+    echo "$REPO" >"$OVERLAY/.checkout"
 fi
 if [ "$(cat "$OVERLAY/.tierwise-stamp" 2>/dev/null || true)" != "$want" ]; then
     say "installing this checkout's tierwise into $OVERLAY"

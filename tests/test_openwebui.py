@@ -123,6 +123,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 assert granted.status_code == 200, granted.text
         yield Stack(server, local, hpc, cloud, server.sign_in("uma@example.org", "uma-pass-123"))
     finally:
+        if services and isinstance(services[-1], OpenWebUI):
+            print(
+                f"\n[openwebui] RSS after the tests {services[-1].rss_mb():.0f} MB", file=sys.stderr
+            )
         for service in reversed(services):
             service.stop()
 
