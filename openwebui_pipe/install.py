@@ -144,6 +144,8 @@ def install(
             "/api/v1/models/model/access/update",
             json={"id": function_id, "name": function_id, "access_grants": PUBLIC_READ},
         )
+    # Open WebUI serves chats from its cached model list; refresh it so `auto` answers now.
+    api.call("GET", "/api/models?refresh=true")
     return InstallResult(function_id, existing is None, frontmatter_version(source), saved, public)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.servers import REPO, Service, Stub, start_stub
 from tests.servers.openwebui import (
@@ -53,6 +54,14 @@ class Stack:
     hpc: Stub
     cloud: Stub
     user_token: str
+    valves: dict[str, Any]  # as installed; each test starts from these
+
+    def save_valves(self, **changes: Any) -> httpx.Response:
+        """Save the installed valves with these changes (Open WebUI replaces the whole set)."""
+        with self.server.client() as admin:
+            return admin.post(
+                "/api/v1/functions/id/auto/valves/update", json={**self.valves, **changes}
+            )
 
     def reset(self) -> None:
         for service in (self.local, self.hpc, self.cloud):
@@ -102,7 +111,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             f"RSS {server.rss_mb():.0f} MB",
             file=sys.stderr,
         )
-        done = install_cli(server, "--tier-models", TIER_MODELS, "--public")
+        # The ladder's scorer is pinned to the heuristic, so the prompts below land where
+        # they do whatever scorer `auto` means in this tierwise.
+        config = yaml.safe_load((REPO / "tierwise/defaults/default.yaml").read_text())
+        config["scoring"]["method"] = "heuristic"
+        config_path = root / "ladder.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        valves = {"tier_models": TIER_MODELS, "config_path": str(config_path)}
+        done = install_cli(
+            server,
+            "--tier-models",
+            TIER_MODELS,
+            "--valve",
+            f"config_path={config_path}",
+            "--public",
+        )
         assert done.returncode == 0, done.stderr
         with server.client() as admin:
             added = admin.post(
@@ -121,7 +144,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     json={"id": model, "name": model, "access_grants": grants},
                 )
                 assert granted.status_code == 200, granted.text
-        yield Stack(server, local, hpc, cloud, server.sign_in("uma@example.org", "uma-pass-123"))
+        user_token = server.sign_in("uma@example.org", "uma-pass-123")
+        yield Stack(server, local, hpc, cloud, user_token, valves)
     finally:
         if services and isinstance(services[-1], OpenWebUI):
             print(
@@ -136,11 +160,8 @@ def owui(stack: Stack) -> Iterator[Stack]:
     """The shared stack with clean stand-ins and the installed valves restored afterwards."""
     stack.reset()
     yield stack
-    with stack.server.client() as admin:
-        restored = admin.post(
-            "/api/v1/functions/id/auto/valves/update", json={"tier_models": TIER_MODELS}
-        )
-        assert restored.status_code == 200, restored.text
+    restored = stack.save_valves()
+    assert restored.status_code == 200, restored.text
 
 
 def chat(client: httpx.Client, prompt: str, **extra: Any) -> httpx.Response:
@@ -232,29 +253,20 @@ def test_background_tasks_go_to_the_cheapest_tier(owui: Stack) -> None:
 def test_valves_updates_take_effect(owui: Stack) -> None:
     with owui.server.client() as admin:
         assert answer(chat(admin, HARD, stream=False)).startswith("[cloud] ")
-        saved = admin.post(
-            "/api/v1/functions/id/auto/valves/update",
-            json={"tier_models": TIER_MODELS, "thresholds": "hpc=0.9; cloud=0.95"},
-        )
+        saved = owui.save_valves(thresholds="hpc=0.9; cloud=0.95")
         assert saved.status_code == 200, saved.text
         assert answer(chat(admin, HARD, stream=False)).startswith("[local] ")
-        remapped = admin.post(
-            "/api/v1/functions/id/auto/valves/update",
-            json={"tier_models": f"local={HPC}; cloud={CLOUD}", "thresholds": ""},
-        )
+        remapped = owui.save_valves(tier_models=f"local={HPC}; cloud={CLOUD}")
         assert remapped.status_code == 200, remapped.text
         assert answer(chat(admin, EASY, stream=False)) == f"[hpc] {EASY}"
 
 
 def test_unknown_model_in_mapping_is_refused_when_saved(owui: Stack) -> None:
+    refused = owui.save_valves(tier_models=f"local={LOCAL}; cloud=gpt-nope")
     with owui.server.client() as admin:
-        refused = admin.post(
-            "/api/v1/functions/id/auto/valves/update",
-            json={"tier_models": f"local={LOCAL}; cloud=gpt-nope"},
-        )
         kept = admin.get("/api/v1/functions/id/auto/valves").json()
     assert refused.status_code == 400
-    assert kept["tier_models"] == TIER_MODELS
+    assert kept == owui.valves
     # Open WebUI answers a refused save generically; the reason is in its log ...
     assert "tier_models: unknown model id 'gpt-nope'; installed: " in owui.server.log_text()
     # ... and the install command says it before anything is sent.
@@ -283,19 +295,12 @@ def test_pipe_error_reaches_the_user_as_words(owui: Stack) -> None:
 
 
 def test_automatic_mapping_puts_ollama_models_in_the_cheapest_tier(owui: Stack) -> None:
+    # The built-in ladder names models 'local', 'hpc', 'cloud', none installed here; with
+    # no tier_models only the Ollama model maps, to the cheapest tier.
+    saved = owui.save_valves(tier_models="", config_path="")
+    assert saved.status_code == 200, saved.text
     with owui.server.client() as admin:
-        saved = admin.post(
-            "/api/v1/functions/id/auto/valves/update",
-            json={"tier_models": "", "config_path": str(REPO / "tierwise/defaults/default.yaml")},
-        )
-        assert saved.status_code == 200, saved.text
-        # The default ladder names models 'local', 'hpc', 'cloud'; only the Ollama model
-        # maps (to the cheapest tier) automatically.
         assert answer(chat(admin, HARD, stream=False)) == f"[local] {HARD}"
-        admin.post(
-            "/api/v1/functions/id/auto/valves/update",
-            json={"tier_models": "", "config_path": ""},
-        )
 
 
 @pytest.mark.skipif(
@@ -303,12 +308,9 @@ def test_automatic_mapping_puts_ollama_models_in_the_cheapest_tier(owui: Stack) 
     reason="semantic cache (tierwise/cache.py) has not landed; wire Pipe._cache_lookup then",
 )
 def test_paraphrase_is_served_from_the_cache(owui: Stack) -> None:
+    saved = owui.save_valves(semantic_cache=True)
+    assert saved.status_code == 200, saved.text
     with owui.server.client() as admin:
-        saved = admin.post(
-            "/api/v1/functions/id/auto/valves/update",
-            json={"tier_models": TIER_MODELS, "semantic_cache": True},
-        )
-        assert saved.status_code == 200, saved.text
         first = answer(chat(admin, "What is the capital of France?", stream=False))
         again = answer(chat(admin, "Tell me the capital city of France.", stream=False))
     assert again == first
