@@ -442,9 +442,9 @@ class Pipe:
                 "your account may not use any model behind auto "
                 f"({', '.join(everyone)}); ask an administrator for access"
             )
-        if task:  # titles, tags, follow-ups: always the cheapest tier this user may use
-            cheapest = mine.ranked_tiers[0].name
-            return Route(mine, None, None, [cheapest], setup.notes)
+        if task:  # titles, tags, follow-ups: the cheapest tier this user may use first
+            ladder = [t.name for t in mine.ranked_tiers]
+            return Route(mine, None, None, ladder if self.valves.fallback else ladder[:1])
         request = ChatRequest.from_openai(body, scope=Scope(user=user_id))
         decision = self._router(mine).decide(request)
         wanted = None

@@ -9,15 +9,16 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from openwebui_pipe import auto_router as ar
 from openwebui_pipe import install
-from tests.conftest import three_tiers
+from tests.conftest import REPO, three_tiers
 from tierwise.config import load_config
 from tierwise.router import TierRouter
 
 PIPE_FILE = ar.__file__
-CONFIG = load_config(three_tiers())
+CONFIG = load_config({**three_tiers(), "scoring": {"method": "heuristic"}})
 
 
 def model(mid: str, owned_by: str = "openai", tags: tuple[str, ...] = (), **extra: Any) -> dict:
@@ -205,7 +206,7 @@ def test_setup_is_cached_until_valves_or_models_change() -> None:
 
 def test_routers_are_shared_per_ladder_with_one_set_of_signals() -> None:
     pipe = ar.Pipe()
-    a, b = pipe._router(CONFIG), pipe._router(load_config(three_tiers()))
+    a, b = pipe._router(CONFIG), pipe._router(CONFIG.model_copy())
     assert a is b and a.signals is pipe.signals
 
 
@@ -287,3 +288,52 @@ def test_install_needs_an_admin_token_and_a_proper_url() -> None:
         install.OpenWebUI("owui.test", "t")
     with pytest.raises(install.InstallError, match="--token is empty"):
         install.OpenWebUI("http://owui.test", " ")
+
+
+# -- one routing step, with the install's models and one user's access ----------------------
+
+HARD = (
+    "Prove that there are infinitely many primes p such that p = 4k+3, and derive the "
+    "asymptotic density using Dirichlet's theorem; then compare with a rigorous analysis of "
+    "the error term."
+)
+
+
+@pytest.fixture
+def ladder(tmp_path: Path) -> str:
+    """The built-in ladder with its scorer pinned to the heuristic (scores stay put)."""
+    config = yaml.safe_load((REPO / "tierwise/defaults/default.yaml").read_text())
+    config["scoring"]["method"] = "heuristic"
+    path = tmp_path / "ladder.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def routed(ladder: str, allowed: set[str], task: str | None = None, **valves: Any) -> ar.Route:
+    pipe = ar.Pipe()
+    pipe.valves = ar.Pipe.Valves(
+        tier_models="local=llama3.2:1b; hpc=qwen-hpc; cloud=gpt-4o", config_path=ladder, **valves
+    )
+    body = {"model": "auto", "messages": [{"role": "user", "content": HARD}]}
+    return pipe._route(body, INSTALLED, allowed, "user-1", task=task)
+
+
+def test_route_caps_a_user_at_the_tiers_they_may_use_and_says_so(ladder: str) -> None:
+    everyone = routed(ladder, {"llama3.2:1b", "qwen-hpc", "gpt-4o"})
+    assert everyone.tiers[0] == "cloud" and everyone.wanted is None
+    capped = routed(ladder, {"llama3.2:1b", "qwen-hpc"})
+    assert capped.tiers == ["hpc", "local"]  # never cloud, not even as a fallback
+    assert capped.wanted is not None and capped.wanted.tier == "cloud"
+    assert capped.status.startswith("auto → qwen-hpc (hpc) · score ")
+    assert capped.status.endswith("your account may use up to hpc")
+
+
+def test_route_sends_background_tasks_to_the_cheapest_tier_first(ladder: str) -> None:
+    title = routed(ladder, {"llama3.2:1b", "qwen-hpc", "gpt-4o"}, task="title_generation")
+    assert title.tiers == ["local", "hpc", "cloud"] and title.decision is None
+    assert routed(ladder, {"gpt-4o"}, task="tags_generation", fallback=False).tiers == ["cloud"]
+
+
+def test_route_explains_a_user_with_no_model_behind_auto(ladder: str) -> None:
+    with pytest.raises(ar.SetupError, match="may not use any model behind auto"):
+        routed(ladder, {"something-else"})
