@@ -104,7 +104,8 @@ for stale in "$BASE.checkouts"/*/; do
     [ -d "$(cat "$stale/.checkout")" ] || rm -rf "$stale"
 done
 want=$(source_hash)
-if [ ! -x "$OVERLAY/bin/python" ]; then
+if [ ! -f "$OVERLAY/.checkout" ]; then # written last: a half-made overlay is made again
+    rm -rf "$OVERLAY"
     "$BASE/bin/python" -m venv "$OVERLAY"
     site_of() { "$1" -c 'import sysconfig; print(sysconfig.get_path("purelib"))'; }
     site_of "$BASE/bin/python" >"$(site_of "$OVERLAY/bin/python")/zz-openwebui-base.pth"
@@ -124,10 +125,11 @@ if [ "$(cat "$OVERLAY/.tierwise-stamp" 2>/dev/null || true)" != "$want" ]; then
     # Through the .pth file the overlay's pip counts Open WebUI's packages as installed,
     # so this adds only tierwise and what the base lacks.
     pip_quiet "$OVERLAY/bin/python" --force-reinstall --no-deps "$staging"
-    pip_quiet "$OVERLAY/bin/python" "$staging[learned]"
+    pip_quiet "$OVERLAY/bin/python" "${staging}[learned]"
     echo "$want" >"$OVERLAY/.tierwise-stamp"
 fi
-"$OVERLAY/bin/python" -c 'import open_webui, tierwise' ||
+# From / so that this checkout's own tierwise/ folder cannot stand in for the installed one.
+(cd / && "$OVERLAY/bin/python" -c 'import open_webui, tierwise') ||
     {
         echo "error: $OVERLAY cannot import open_webui and tierwise together" >&2
         exit 1
