@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -79,6 +80,28 @@ def build_parser() -> argparse.ArgumentParser:
     decide.add_argument("--repeat", type=int, default=3)
     decide.add_argument("--json", type=Path, help="write the figures here too")
     decide.set_defaults(handler=cmd_bench_decide)
+
+    openwebui = sub.add_parser("openwebui", help="Open WebUI: install the auto Pipe")
+    openwebui_sub = openwebui.add_subparsers(dest="openwebui", required=True)
+    install = openwebui_sub.add_parser(
+        "install", help="create or update the auto function through Open WebUI's API"
+    )
+    install.add_argument("--url", required=True, help="Open WebUI's address, e.g. http://host:8080")
+    install.add_argument(
+        "--token",
+        default=os.environ.get("OPENWEBUI_TOKEN"),
+        help="an admin's API key or JWT (default: $OPENWEBUI_TOKEN)",
+    )
+    install.add_argument("--id", default="auto", help="function id = model id (default: auto)")
+    install.add_argument(
+        "--tier-models", help="valve tier_models, e.g. 'local=llama3.2:1b; cloud=gpt-4o'"
+    )
+    install.add_argument("--thresholds", help="valve thresholds, e.g. 'hpc=0.33; cloud=0.67'")
+    install.add_argument(
+        "--valve", action="append", default=[], metavar="KEY=VALUE", help="any other valve"
+    )
+    install.add_argument("--public", action="store_true", help="let every user use 'auto'")
+    install.set_defaults(handler=cmd_openwebui_install)
 
     train = sub.add_parser("train", help="fit the scorers' weights from labelled data")
     train.add_argument("--data", type=Path, default=SHARED_DATA)
@@ -209,6 +232,28 @@ def cmd_bench_decide(args: argparse.Namespace) -> int:
     print(decide.format_results(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def cmd_openwebui_install(args: argparse.Namespace) -> int:
+    from openwebui_pipe import install
+
+    try:
+        if not args.token:
+            raise install.InstallError(
+                "--token (or $OPENWEBUI_TOKEN) is required: an admin's API key"
+            )
+        valves = install.parse_valve_args(args.valve)
+        if args.tier_models is not None:
+            valves["tier_models"] = args.tier_models
+        if args.thresholds is not None:
+            valves["thresholds"] = args.thresholds
+        api = install.OpenWebUI(args.url, args.token)
+        result = install.install(api, function_id=args.id, valves=valves, public=args.public)
+    except install.InstallError as exc:
+        print(f"tierwise openwebui install: {exc}", file=sys.stderr)
+        return 1
+    print(result.summary())
     return 0
 
 

@@ -1,0 +1,339 @@
+"""The Open WebUI adapter's host-free parts: valve formats, tier mapping, access narrowing,
+status text, valve checks, and the installer's checks (no Open WebUI process needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from openwebui_pipe import auto_router as ar
+from openwebui_pipe import install
+from tests.conftest import REPO, three_tiers
+from tierwise.config import load_config
+from tierwise.router import TierRouter
+
+PIPE_FILE = ar.__file__
+CONFIG = load_config({**three_tiers(), "scoring": {"method": "heuristic"}})
+
+
+def model(mid: str, owned_by: str = "openai", tags: tuple[str, ...] = (), **extra: Any) -> dict:
+    return {"id": mid, "owned_by": owned_by, "tags": [{"name": t} for t in tags], **extra}
+
+
+INSTALLED = [
+    model("llama3.2:1b", "ollama"),
+    model("qwen-hpc", tags=("tierwise:hpc",)),
+    model("gpt-4o"),
+    model("cloud-model"),
+]
+
+
+def test_the_file_avoids_import_spellings_open_webui_rewrites() -> None:
+    text = Path(PIPE_FILE).read_text(encoding="utf-8")
+    for rewritten in ("from utils", "from main", "from config", "from apps"):
+        assert rewritten not in text, rewritten
+
+
+def test_the_frontmatter_names_title_version_and_requirements() -> None:
+    head = Path(PIPE_FILE).read_text(encoding="utf-8").split('"""')[1]
+    fields = dict(line.split(":", 1) for line in head.strip().splitlines())
+    assert fields["title"].strip() and fields["version"].strip() == "0.1.0"
+    assert fields["requirements"].strip().startswith("tierwise")
+    assert install.frontmatter_version(install.pipe_source()) == "0.1.0"
+
+
+def test_tier_models_parse_and_report_bad_entries() -> None:
+    parsed = ar.parse_tier_models("local = llama3.2:1b, qwen:7b ;\n cloud=gpt-4o;")
+    assert parsed == {"local": ("llama3.2:1b", "qwen:7b"), "cloud": ("gpt-4o",)}
+    assert ar.parse_tier_models("  ") == {}
+    for bad, words in (
+        ("local", "not 'tier=model"),
+        ("local=", "not 'tier=model"),
+        ("local=a; local=b", "listed twice"),
+        ("local=a cloud=b", "separate tiers with ';'"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            ar.parse_tier_models(bad)
+
+
+def test_thresholds_parse_and_report_bad_entries() -> None:
+    assert ar.parse_thresholds("hpc=0.3; cloud=0.7") == {"hpc": 0.3, "cloud": 0.7}
+    for bad in ("hpc", "hpc=high", "cloud=1.5", "cloud=-0.1"):
+        with pytest.raises(ValueError, match=r"0\.\.1"):
+            ar.parse_thresholds(bad)
+
+
+def test_explicit_mapping_wins_and_missing_models_become_notes() -> None:
+    setup = ar.build_setup(
+        CONFIG, {"local": ("llama3.2:1b",), "cloud": ("gpt-4o", "gone")}, {}, INSTALLED
+    )
+    tiers = {t.name: t.models for t in setup.config.tiers}
+    assert tiers == {"local": ("llama3.2:1b",), "hpc": ("qwen-hpc",), "cloud": ("gpt-4o",)}
+    assert setup.notes == ("cloud: gone not installed",)
+
+
+def test_automatic_mapping_uses_tags_config_names_then_ollama() -> None:
+    setup = ar.build_setup(CONFIG, {}, {}, INSTALLED)
+    tiers = {t.name: t.models for t in setup.config.tiers}
+    # local: no tag, its config name 'local-model' is not installed -> the Ollama model;
+    # hpc: tagged tierwise:hpc; cloud: its config name 'cloud-model' is installed.
+    assert tiers == {"local": ("llama3.2:1b",), "hpc": ("qwen-hpc",), "cloud": ("cloud-model",)}
+
+
+def test_tags_set_in_admin_models_count_too() -> None:
+    tagged = model("big", info={"meta": {"tags": [{"name": "TierWise:Cloud"}]}})
+    setup = ar.build_setup(CONFIG, {"local": ("llama3.2:1b",)}, {}, [INSTALLED[0], tagged])
+    assert [(t.name, t.models) for t in setup.config.tiers] == [
+        ("local", ("llama3.2:1b",)),
+        ("cloud", ("big",)),
+    ]
+
+
+def test_tiers_without_installed_models_are_dropped_and_none_left_is_explained() -> None:
+    setup = ar.build_setup(CONFIG, {}, {}, [model("cloud-model")])
+    assert [t.name for t in setup.config.tiers] == ["cloud"]
+    with pytest.raises(ar.SetupError, match=r"no tier has an installed model.*installed: x"):
+        ar.build_setup(CONFIG, {}, {}, [model("x")])
+
+
+def test_unknown_tiers_and_falling_thresholds_are_refused() -> None:
+    with pytest.raises(ar.SetupError, match=r"tier_models: unknown tier 'gpu'.*local, hpc, cloud"):
+        ar.build_setup(CONFIG, {"gpu": ("x",)}, {}, INSTALLED)
+    with pytest.raises(ar.SetupError, match="thresholds: unknown tier 'gpu'"):
+        ar.build_setup(CONFIG, {}, {"gpu": 0.5}, INSTALLED)
+    with pytest.raises(ar.SetupError, match="min_score must rise"):
+        ar.build_setup(CONFIG, {}, {"hpc": 0.9, "cloud": 0.5}, INSTALLED)
+
+
+def test_thresholds_move_the_decision() -> None:
+    hard = "Prove that there are infinitely many primes and derive the density rigorously."
+    default = ar.build_setup(CONFIG, {}, {}, INSTALLED).config
+    strict = ar.build_setup(CONFIG, {}, {"hpc": 0.98, "cloud": 0.99}, INSTALLED).config
+    assert TierRouter(default).decide_text(hard).tier != "local"
+    assert TierRouter(strict).decide_text(hard).tier == "local"
+
+
+def test_restrict_keeps_only_models_the_user_may_use() -> None:
+    config = ar.build_setup(CONFIG, {"cloud": ("gpt-4o", "cloud-model")}, {}, INSTALLED).config
+    mine = ar.restrict(config, {"llama3.2:1b", "cloud-model"})
+    assert mine is not None
+    assert [(t.name, t.models) for t in mine.tiers] == [
+        ("local", ("llama3.2:1b",)),
+        ("cloud", ("cloud-model",)),
+    ]
+    assert ar.restrict(config, {"something-else"}) is None
+
+
+def test_routable_models_exclude_pipes_arenas_and_auto_itself() -> None:
+    assert ar.is_routable(model("gpt-4o"), "auto")
+    assert not ar.is_routable(model("auto"), "auto")
+    assert not ar.is_routable(model("other", pipe={"type": "pipe"}), "auto")
+    assert not ar.is_routable(model("arena-model", arena=True), "auto")
+
+
+def test_status_text_names_model_tier_score_reason_and_access_cap() -> None:
+    router = TierRouter(CONFIG)
+    hard = router.decide_text("Prove that sqrt(2) is irrational, then derive the general case.")
+    local = router.decide_text("hi")
+    assert ar.status_text(local, "llama3.2:1b") == (
+        f"auto → llama3.2:1b (local) · score {local.score:.2f} LOW · {local.short_reason()}"
+    )
+    capped = ar.status_text(local, "llama3.2:1b", wanted=hard)
+    assert capped.endswith(f"{hard.short_reason()} · your account may use up to local")
+
+
+def test_error_reply_is_words() -> None:
+    assert ar.error_reply("no model") == "tierwise could not answer: no model"
+
+
+def test_valves_refuse_bad_shapes_with_the_reason() -> None:
+    assert ar.Pipe.Valves(tier_models="local=a; cloud=b").tier_models == "local=a; cloud=b"
+    with pytest.raises(ar.SetupError, match="separate tiers with ';'"):
+        ar.Pipe.Valves(tier_models="local=a cloud=b")
+    with pytest.raises(ar.SetupError, match="thresholds: 'cloud=2'"):
+        ar.Pipe.Valves(thresholds="cloud=2")
+
+
+def test_install_checks_only_run_while_open_webui_saves() -> None:
+    assert not ar.saving_valves()
+    # Outside Open WebUI's save handler, a model that is not installed is not refused here
+    # (at load time a connection may be down); the call reports it instead.
+    assert ar.Pipe.Valves(tier_models="local=not-installed").tier_models
+
+
+def test_save_refuses_unknown_models_and_unwired_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ar, "saving_valves", lambda: True)
+    monkeypatch.setattr(ar, "live_models", lambda: INSTALLED)
+    with pytest.raises(ar.SetupError, match=r"unknown model id 'nope'; installed: cloud-model"):
+        ar.Pipe.Valves(tier_models="local=nope")
+    with pytest.raises(ar.SetupError, match="semantic_cache: this"):
+        ar.Pipe.Valves(semantic_cache=True)
+    with pytest.raises(ar.SetupError, match="summarize: this"):
+        ar.Pipe.Valves(summarize=True)
+    with pytest.raises(ar.SetupError, match=r"config_path: .*no such file"):
+        ar.Pipe.Valves(config_path="/nonexistent/tierwise.yaml")
+    assert ar.Pipe.Valves(tier_models="local=llama3.2:1b; cloud=gpt-4o").fallback is True
+
+
+def test_an_enabled_extension_is_reported_at_call_time_not_ignored() -> None:
+    pipe = ar.Pipe()
+    pipe.valves = ar.Pipe.Valves.model_construct(semantic_cache=True, summarize=False)
+    decision = TierRouter(CONFIG).decide_text("hi")
+    with pytest.raises(ar.SetupError, match="semantic_cache"):
+        pipe._cache_lookup(decision_request(), decision)
+
+
+def decision_request() -> Any:
+    from tierwise.request import ChatRequest
+
+    return ChatRequest.from_text("hi")
+
+
+def test_setup_is_cached_until_valves_or_models_change() -> None:
+    pipe = ar.Pipe()
+    pipe.valves = ar.Pipe.Valves(tier_models="local=llama3.2:1b")
+    first = pipe._setup(INSTALLED)
+    assert pipe._setup(list(INSTALLED)) is first
+    assert pipe._setup(INSTALLED[:2]) is not first
+    pipe.valves = ar.Pipe.Valves(tier_models="local=llama3.2:1b", thresholds="cloud=0.9")
+    assert pipe._setup(INSTALLED[:2]).config.tier("hpc").models == ("qwen-hpc",)
+
+
+def test_routers_are_shared_per_ladder_with_one_set_of_signals() -> None:
+    pipe = ar.Pipe()
+    a, b = pipe._router(CONFIG), pipe._router(CONFIG.model_copy())
+    assert a is b and a.signals is pipe.signals
+
+
+# -- the installer's checks ---------------------------------------------------------------
+
+
+def test_valve_args_parse_json_values_and_name_allowed_keys() -> None:
+    assert install.parse_valve_args(["fallback=false", "config_path=/etc/t.yaml"]) == {
+        "fallback": False,
+        "config_path": "/etc/t.yaml",
+    }
+    with pytest.raises(install.InstallError, match="key from tier_models, thresholds"):
+        install.parse_valve_args(["colour=blue"])
+
+
+def test_check_valves_names_unknown_models_and_the_installed_ones() -> None:
+    install.check_valves({"tier_models": "local=a"}, ["a", "b"])
+    with pytest.raises(install.InstallError, match="unknown model id 'c'; Open WebUI has: a, b"):
+        install.check_valves({"tier_models": "local=c"}, ["a", "b"])
+    with pytest.raises(install.InstallError, match="thresholds"):
+        install.check_valves({"thresholds": "cloud=x"}, ["a"])
+
+
+def fake_open_webui(role: str, calls: list[str]) -> httpx.Client:
+    """An in-process stand-in for the handful of endpoints the installer calls."""
+    state: dict[str, Any] = {"function": None, "valves": {}}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        calls.append(f"{request.method} {path}")
+        if path == "/api/v1/auths/":
+            return httpx.Response(200, json={"role": role})
+        if path == "/api/v1/functions/id/auto" and request.method == "GET":
+            if state["function"] is None:
+                return httpx.Response(
+                    401, json={"detail": "We could not find what you're looking for :/"}
+                )
+            return httpx.Response(200, json=state["function"])
+        if path in ("/api/v1/functions/create", "/api/v1/functions/id/auto/update"):
+            if state["function"] is not None:
+                return httpx.Response(200, json=state["function"])
+            state["function"] = {"id": "auto", "type": "pipe", "is_active": False}
+            return httpx.Response(200, json=state["function"])
+        if path == "/api/v1/functions/id/auto/toggle":
+            state["function"]["is_active"] = not state["function"]["is_active"]
+            return httpx.Response(200, json=state["function"])
+        if path == "/api/models":
+            return httpx.Response(200, json={"data": [model("a"), model("auto", pipe={})]})
+        if path == "/api/v1/functions/id/auto/valves":
+            return httpx.Response(200, json=state["valves"])
+        if path == "/api/v1/functions/id/auto/valves/update":
+            state["valves"] = json.loads(request.content)
+            return httpx.Response(200, json=state["valves"])
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    return httpx.Client(transport=httpx.MockTransport(handle))
+
+
+def test_install_creates_enables_and_saves_valves_once() -> None:
+    calls: list[str] = []
+    api = install.OpenWebUI("http://owui.test", "t", client=fake_open_webui("admin", calls))
+    result = install.install(api, valves={"tier_models": "local=a"})
+    assert result.created and result.valves == {"tier_models": "local=a"}
+    assert calls.count("POST /api/v1/functions/id/auto/toggle") == 1
+    assert "installed function 'auto'" in result.summary()
+    before = len(calls)
+    with pytest.raises(install.InstallError, match="unknown model id 'zz'"):
+        install.install(api, valves={"tier_models": "local=zz"})
+    assert not [c for c in calls[before:] if c.startswith("POST")]  # nothing was changed
+    again = install.install(api)
+    assert not again.created and calls.count("POST /api/v1/functions/id/auto/toggle") == 1
+
+
+def test_install_needs_an_admin_token_and_a_proper_url() -> None:
+    api = install.OpenWebUI("http://owui.test", "t", client=fake_open_webui("user", []))
+    with pytest.raises(install.InstallError, match=r"role 'user'.*admin's token"):
+        install.install(api)
+    with pytest.raises(install.InstallError, match="must start with http"):
+        install.OpenWebUI("owui.test", "t")
+    with pytest.raises(install.InstallError, match="--token is empty"):
+        install.OpenWebUI("http://owui.test", " ")
+
+
+# -- one routing step, with the install's models and one user's access ----------------------
+
+HARD = (
+    "Prove that there are infinitely many primes p such that p = 4k+3, and derive the "
+    "asymptotic density using Dirichlet's theorem; then compare with a rigorous analysis of "
+    "the error term."
+)
+
+
+@pytest.fixture
+def ladder(tmp_path: Path) -> str:
+    """The built-in ladder with its scorer pinned to the heuristic (scores stay put)."""
+    config = yaml.safe_load((REPO / "tierwise/defaults/default.yaml").read_text())
+    config["scoring"]["method"] = "heuristic"
+    path = tmp_path / "ladder.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def routed(ladder: str, allowed: set[str], task: str | None = None, **valves: Any) -> ar.Route:
+    pipe = ar.Pipe()
+    pipe.valves = ar.Pipe.Valves(
+        tier_models="local=llama3.2:1b; hpc=qwen-hpc; cloud=gpt-4o", config_path=ladder, **valves
+    )
+    body = {"model": "auto", "messages": [{"role": "user", "content": HARD}]}
+    return pipe._route(body, INSTALLED, allowed, "user-1", task=task)
+
+
+def test_route_caps_a_user_at_the_tiers_they_may_use_and_says_so(ladder: str) -> None:
+    everyone = routed(ladder, {"llama3.2:1b", "qwen-hpc", "gpt-4o"})
+    assert everyone.tiers[0] == "cloud" and everyone.wanted is None
+    capped = routed(ladder, {"llama3.2:1b", "qwen-hpc"})
+    assert capped.tiers == ["hpc", "local"]  # never cloud, not even as a fallback
+    assert capped.wanted is not None and capped.wanted.tier == "cloud"
+    assert capped.status.startswith("auto → qwen-hpc (hpc) · score ")
+    assert capped.status.endswith("your account may use up to hpc")
+
+
+def test_route_sends_background_tasks_to_the_cheapest_tier_first(ladder: str) -> None:
+    title = routed(ladder, {"llama3.2:1b", "qwen-hpc", "gpt-4o"}, task="title_generation")
+    assert title.tiers == ["local", "hpc", "cloud"] and title.decision is None
+    assert routed(ladder, {"gpt-4o"}, task="tags_generation", fallback=False).tiers == ["cloud"]
+
+
+def test_route_explains_a_user_with_no_model_behind_auto(ladder: str) -> None:
+    with pytest.raises(ar.SetupError, match="may not use any model behind auto"):
+        routed(ladder, {"something-else"})
