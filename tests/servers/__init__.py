@@ -88,7 +88,7 @@ def start_service(
 
 @dataclass
 class Stub(Service):
-    """An OpenAI-compatible upstream stand-in (tests/servers/openai_stub.py)."""
+    """An OpenAI-compatible upstream stand-in (tierwise/standin.py)."""
 
     name: str = "stub"
 
@@ -111,7 +111,7 @@ def start_stub(name: str, log_dir: Path, models: Sequence[str] = ()) -> Stub:
     command = [
         sys.executable,
         "-m",
-        "tests.servers.openai_stub",
+        "tierwise.standin",
         "--port",
         str(port),
         "--name",
