@@ -51,7 +51,7 @@ class TierwiseStrategy(CustomRoutingStrategyBase):
         router.set_custom_routing_strategy(strategy)
         return strategy
 
-    async def async_get_available_deployment(  # type: ignore[override]
+    async def async_get_available_deployment(
         self,
         model: str,
         messages: list[dict[str, str]] | None = None,
@@ -76,7 +76,7 @@ class TierwiseStrategy(CustomRoutingStrategyBase):
             return healthy
         return random.choice(healthy)
 
-    def get_available_deployment(  # type: ignore[override]
+    def get_available_deployment(
         self,
         model: str,
         messages: list[dict[str, str]] | None = None,
@@ -96,7 +96,7 @@ class TierwiseStrategy(CustomRoutingStrategyBase):
             )
         kwargs = request_kwargs if request_kwargs is not None else {}
         self._decide_once(messages, kwargs)
-        group = self.router.get_model_list(model_name=model) or []
+        group = [dict(d) for d in self.router.get_model_list(model_name=model) or []]
         return random.choice(self.engine.select(group, kwargs))
 
     def _decide_once(self, messages: Any, kwargs: dict[str, Any]) -> None:
