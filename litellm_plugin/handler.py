@@ -17,6 +17,7 @@ Hook by hook (LiteLLM only calls hooks defined on the registered class itself):
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -238,9 +239,13 @@ def proxy_handler() -> TierwiseHandler:
         where = str(proxy_server.user_config_file_path or "config.yaml")
         state = dict(proxy_server.proxy_config.get_config_state())
         _handler = TierwiseHandler.from_proxy_config(state, where)
-        log.info(
-            "tierwise: routing model group %r over tiers %s",
-            _handler.engine.settings.model_group,
-            ", ".join(t.name for t in _handler.engine.setup.config.ranked_tiers),
+        engine = _handler.engine
+        tiers = ", ".join(t.name for t in engine.setup.config.ranked_tiers)
+        # A start-up line in the proxy's own output: what is routed, over what, scored how.
+        print(
+            f"tierwise: routing model group {engine.settings.model_group!r} over tiers {tiers} "
+            f"(scorer {engine.router.scorer.name})",
+            file=sys.stderr,
+            flush=True,
         )
     return _handler
