@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -171,7 +172,10 @@ def run(
         children.append(proxy)
         url = f"http://{host if host != '0.0.0.0' else '127.0.0.1'}:{port}"
         if run_smoke:
-            return smoke(url, key, out)
+            code = smoke(url, key, out)
+            if code == 0:
+                shutil.rmtree(workdir, ignore_errors=True)  # keep logs only when it failed
+            return code
         out.write(_usage(url, key))
         out.flush()
         while proxy.process.poll() is None:
