@@ -59,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check config, GPU, tokenizer and host packages")
     doctor.set_defaults(handler=cmd_doctor)
 
+    up = sub.add_parser(
+        "up", help="start a LiteLLM proxy with the `auto` model (stand-ins for unset tiers)"
+    )
+    up.add_argument("--port", type=int, default=4000)
+    up.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    up.add_argument(
+        "--smoke", action="store_true", help="send a few requests, print where they went, exit"
+    )
+    up.set_defaults(handler=cmd_up)
+
     demo = sub.add_parser("demo", help="route the bundled example prompts and explain each")
     demo.set_defaults(handler=cmd_demo)
 
@@ -102,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     install.add_argument("--public", action="store_true", help="let every user use 'auto'")
     install.set_defaults(handler=cmd_openwebui_install)
+
+    proxy = bench_sub.add_parser(
+        "proxy", help="added latency and throughput of `auto` vs a plain LiteLLM model group"
+    )
+    proxy.add_argument("--requests", type=int, default=200, help="sequential requests per side")
+    proxy.add_argument("--concurrency", type=int, default=8)
+    proxy.add_argument("--burst", type=int, default=400, help="requests per throughput burst")
+    proxy.add_argument("--json", type=Path, help="write the figures here too")
+    proxy.set_defaults(handler=cmd_bench_proxy)
 
     train = sub.add_parser("train", help="fit the scorers' weights from labelled data")
     train.add_argument("--data", type=Path, default=SHARED_DATA)
@@ -254,6 +273,24 @@ def cmd_openwebui_install(args: argparse.Namespace) -> int:
         print(f"tierwise openwebui install: {exc}", file=sys.stderr)
         return 1
     print(result.summary())
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from litellm_plugin import up
+
+    return up.run(args.port, args.host, args.smoke, os.environ)
+
+
+def cmd_bench_proxy(args: argparse.Namespace) -> int:
+    from tierwise.bench import proxy
+
+    results = proxy.run(
+        args.config, requests=args.requests, concurrency=args.concurrency, burst=args.burst
+    )
+    print(proxy.format_results(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

@@ -88,7 +88,7 @@ def start_service(
 
 @dataclass
 class Stub(Service):
-    """An OpenAI-compatible upstream stand-in (tests/servers/openai_stub.py)."""
+    """An OpenAI-compatible upstream stand-in (tierwise/standin.py)."""
 
     name: str = "stub"
 
@@ -111,7 +111,7 @@ def start_stub(name: str, log_dir: Path, models: Sequence[str] = ()) -> Stub:
     command = [
         sys.executable,
         "-m",
-        "tests.servers.openai_stub",
+        "tierwise.standin",
         "--port",
         str(port),
         "--name",
@@ -154,3 +154,47 @@ def start_redis(log_dir: Path) -> Service:
             time.sleep(0.1)
     process.kill()
     raise TimeoutError("redis-server did not answer PING within 20s")
+
+
+MASTER_KEY = "sk-tierwise-test-0123456789abcdef"
+
+
+def start_litellm(
+    config: Mapping[str, Any],
+    log_dir: Path,
+    name: str = "litellm",
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 90,
+) -> Service:
+    """A real `litellm --config` proxy on a free loopback port, offline, with MASTER_KEY.
+
+    PYTHONPATH includes the repo so configs can name test-only callbacks (tests.plugins.*).
+    """
+    import yaml
+
+    port = free_port()
+    path = log_dir / f"{name}-config.yaml"
+    merged = {"general_settings": {"master_key": MASTER_KEY}, **config}
+    path.write_text(yaml.safe_dump(merged, sort_keys=False))
+    command = [
+        str(Path(sys.executable).with_name("litellm")),
+        "--config",
+        str(path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    full_env = {
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        **(env or {}),
+    }
+    service = start_service(
+        command,
+        f"http://127.0.0.1:{port}/health/liveliness",
+        log_dir / f"{name}.log",
+        env=full_env,
+        timeout_s=timeout_s,
+    )
+    return Service(service.process, f"http://127.0.0.1:{port}", service.log)

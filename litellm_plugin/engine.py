@@ -1,0 +1,270 @@
+"""What the LiteLLM hooks and the SDK routing strategy share: decide, pick deployments, learn.
+
+The decision travels with the request inside LiteLLM's own metadata, as
+`metadata.spend_logs_metadata.tierwise` (a plain JSON dict), so it lands in the standard
+logging payload and the spend logs, and every retry or fallback hop of the same request sees
+it: LiteLLM copies the metadata shallowly between hops, so this nested dict is shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from litellm_plugin.metrics import MetricsPoller, ReplicaLoad, Target, least_loaded
+from litellm_plugin.settings import METRICS_KEY, TIER_KEY, PluginSetup
+from litellm_plugin.steps import Step, load_steps
+from tierwise.decision import Decision
+from tierwise.request import ChatRequest, Scope
+from tierwise.router import TierRouter
+from tierwise.scoring.base import Scorer
+
+log = logging.getLogger("tierwise.litellm")
+
+RECORD_KEY = "tierwise"
+HEADER_MAX = 240
+# Errors that say the tier is unwell (not that the request was bad): count them for health.
+SERVER_SIDE = frozenset({408, 429})
+
+
+class Engine:
+    """Routing state for one `auto` group: the core router, live signals, counters."""
+
+    def __init__(self, setup: PluginSetup, scorer: Scorer | None = None) -> None:
+        self.setup = setup
+        self.settings = setup.settings
+        self.router = TierRouter(setup.config, scorer=scorer)
+        self.loads = ReplicaLoad(self.router.signals.gpu)
+        self.poller = MetricsPoller(
+            self._metrics_targets(),
+            self.router.signals.gpu,
+            self.loads,
+            interval_s=self.settings.metrics_interval_s,
+            timeout_s=self.settings.metrics_timeout_s,
+        )
+        self.steps: list[Step] = load_steps(self.settings.steps, setup)
+        self.stats: Counter[str] = Counter()
+        self._stats_lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background signal sources (NVML thread, /metrics poller)."""
+        self.router.start_monitors()
+        self.poller.start()
+
+    def close(self) -> None:
+        self.poller.stop()
+        self.router.close()
+
+    def count(self, what: str) -> int:
+        with self._stats_lock:
+            self.stats[what] += 1
+            return self.stats[what]
+
+    # -- decision --------------------------------------------------------------------------
+
+    def is_ours(self, model: object) -> bool:
+        return model == self.settings.model_group
+
+    def request_view(self, body: Mapping[str, Any], metadata: Mapping[str, Any]) -> ChatRequest:
+        """The core's view of a LiteLLM request body; raises RequestError when malformed."""
+        scope = Scope(
+            user=_str(metadata.get("user_api_key_user_id")) or _str(body.get("user")),
+            team=_str(metadata.get("user_api_key_team_id")),
+            api_key=_str(metadata.get("user_api_key_hash")),
+        )
+        return ChatRequest.from_openai(body, scope=scope)
+
+    def decide(self, request: ChatRequest) -> Decision:
+        """Score and run the rules; raises RoutingError when no tier can take the request."""
+        return self.router.decide(request)
+
+    def fail_open(self, error: BaseException, where: str) -> Decision:
+        """The default tier, when tierwise itself broke: logged, counted, and said in reasons."""
+        n = self.count("fail_open")
+        log.error(
+            "tierwise: fail-open #%d in %s (%s: %s); serving the default tier %s",
+            n,
+            where,
+            type(error).__name__,
+            error,
+            self.setup.default_tier,
+            exc_info=error,
+        )
+        return self.default_decision(
+            f"fail-open: tierwise error ({type(error).__name__}); default tier"
+        )
+
+    def default_decision(self, reason: str) -> Decision:
+        """Serve the default tier, the others (cheapest first) as its fallbacks."""
+        default = self.setup.config.tier(self.setup.default_tier)
+        others = [t.name for t in self.setup.config.ranked_tiers if t.name != default.name]
+        return Decision(
+            tier=default.name,
+            models=default.models,
+            score=float("nan"),
+            band="",
+            reasons=(reason,),
+            fallback_chain=tuple(others),
+            scorer="none",
+        )
+
+    @staticmethod
+    def record_of(decision: Decision, fail_open: bool = False) -> dict[str, Any]:
+        """The JSON dict stored in the request's metadata (and so in the spend logs)."""
+        record = decision.as_dict()
+        record.pop("models", None)
+        if math.isnan(decision.score):
+            record["score"] = None
+        record["reason"] = "; ".join(decision.reasons) or "default"
+        record["fail_open"] = fail_open
+        record["attempts"] = []  # tiers handed to LiteLLM, in order; the last one served
+        return record
+
+    def attach(self, metadata: dict[str, Any], record: dict[str, Any]) -> None:
+        """Put the record where LiteLLM's logging and spend logs pick it up."""
+        spend = metadata.get("spend_logs_metadata")
+        spend = dict(spend) if isinstance(spend, Mapping) else {}
+        spend[RECORD_KEY] = record
+        metadata["spend_logs_metadata"] = spend
+
+    def attempts_needed(self, record: Mapping[str, Any]) -> int:
+        """Retries for every candidate deployment to be tried once (tiers in the chain)."""
+        tiers = [record["tier"], *record.get("fallback_chain", ())]
+        return max(0, sum(len(self.setup.deployments_of(t)) for t in tiers) - 1)
+
+    # -- deployment choice -----------------------------------------------------------------
+
+    def select(
+        self, healthy: Sequence[dict[str, Any]], request_kwargs: Mapping[str, Any] | None
+    ) -> list[dict[str, Any]]:
+        """Narrow the `auto` group's healthy deployments to one tier (and maybe one replica).
+
+        Walks the decision's tier then its fallback chain, skipping deployments that already
+        failed this request (LiteLLM's own `previous_models` record), so a retry or fallback
+        hop lands on the next tier. When every candidate has failed, it hands back the decided
+        tier again, so the client sees the provider's error rather than "no deployments".
+        """
+        metadata = metadata_of(request_kwargs)
+        record = record_in(metadata)
+        if record is None:  # the pre-call hook did not run (SDK call, other endpoint)
+            record = self.record_of(
+                self.default_decision("not a chat request tierwise scored; default tier")
+            )
+            if metadata is not None:
+                self.attach(metadata, record)
+        failed = failed_deployment_ids(metadata)
+        by_tier: dict[str, list[dict[str, Any]]] = {}
+        for deployment in healthy:
+            tier = tier_of(deployment)
+            if tier is not None:
+                by_tier.setdefault(tier, []).append(deployment)
+        order = [record["tier"], *record.get("fallback_chain", ())]
+        chosen_tier, available = order[0], by_tier.get(order[0], [])
+        for tier in order:
+            fresh = [d for d in by_tier.get(tier, []) if deployment_id(d) not in failed]
+            if fresh:
+                chosen_tier, available = tier, fresh
+                break
+        if not available:
+            return list(healthy)
+        record["attempts"].append(chosen_tier)
+        return self.pick_replicas(available)
+
+    def pick_replicas(self, deployments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """With `replicas: metrics`, the least-loaded vLLM replica; else LiteLLM chooses."""
+        if self.settings.replicas != "metrics" or len(deployments) < 2:
+            return deployments
+        urls: dict[str, str] = {}
+        for d in deployments:
+            url = (d.get("model_info") or {}).get(METRICS_KEY)
+            if not url:
+                return deployments
+            urls[deployment_id(d)] = url
+        best = least_loaded(urls, self.loads)
+        if best is None:
+            return deployments
+        return [d for d in deployments if deployment_id(d) == best]
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def observe_success(self, tier: str, ttft_ms: float) -> None:
+        self.router.record(tier, ok=True, ttft_ms=ttft_ms)
+
+    def observe_failure(self, tier: str, status: int | None, error: str) -> None:
+        """Count a failed attempt against its tier's health, unless the request was at fault."""
+        if status is not None and status < 500 and status not in SERVER_SIDE:
+            return
+        self.router.record(tier, ok=False, error=error)
+
+    def headers(self, record: Mapping[str, Any], served_tier: str | None) -> dict[str, str]:
+        decided = str(record.get("tier"))
+        served = served_tier or (record.get("attempts") or [decided])[-1]
+        reason = str(record.get("reason") or "")
+        if served != decided:
+            reason = f"fallback: {decided} failed, served by {served}; {reason}"
+        score = record.get("score")
+        return {
+            "x-tierwise-tier": _header(str(served)),
+            "x-tierwise-score": "n/a" if score is None else f"{float(score):.4f}",
+            "x-tierwise-reason": _header(reason),
+        }
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _metrics_targets(self) -> list[Target]:
+        targets = {Target(d.metrics_url, d.tier) for d in self.setup.deployments if d.metrics_url}
+        for tier in self.setup.config.tiers:
+            if tier.vram is not None and tier.vram.source == "vllm" and tier.vram.metrics_url:
+                targets.add(Target(tier.vram.metrics_url, tier.name))
+        return sorted(targets, key=lambda t: (t.tier, t.url))
+
+
+def metadata_of(kwargs: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """LiteLLM keeps request metadata under `litellm_metadata` on some routes, else `metadata`."""
+    if not kwargs:
+        return None
+    for key in ("litellm_metadata", "metadata"):
+        value = kwargs.get(key)
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def record_in(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    spend = (metadata or {}).get("spend_logs_metadata")
+    record = spend.get(RECORD_KEY) if isinstance(spend, Mapping) else None
+    return record if isinstance(record, dict) and "tier" in record else None
+
+
+def failed_deployment_ids(metadata: Mapping[str, Any] | None) -> set[str]:
+    """Deployments that already failed this request, from LiteLLM's retry breadcrumbs."""
+    ids = set()
+    for attempt in (metadata or {}).get("previous_models") or ():
+        if isinstance(attempt, Mapping) and isinstance(attempt.get("deployment_id"), str):
+            ids.add(attempt["deployment_id"])
+    return ids
+
+
+def tier_of(deployment: Mapping[str, Any]) -> str | None:
+    tier = (deployment.get("model_info") or {}).get(TIER_KEY)
+    return tier if isinstance(tier, str) else None
+
+
+def deployment_id(deployment: Mapping[str, Any]) -> str:
+    return str((deployment.get("model_info") or {}).get("id"))
+
+
+def _str(value: object) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+def _header(value: str) -> str:
+    """Header-safe: printable ASCII, one line, bounded length."""
+    clean = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in value)
+    return clean[:HEADER_MAX]

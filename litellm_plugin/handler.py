@@ -1,0 +1,251 @@
+"""The LiteLLM proxy callback: routes the `auto` group by tierwise, leaves the rest alone.
+
+Registered from the proxy's config.yaml as `litellm_settings: callbacks: [litellm_plugin.tierwise]`.
+Hook by hook (LiteLLM only calls hooks defined on the registered class itself):
+
+- async_pre_call_hook: parse the request, run the pre-route steps, decide, store the
+  decision in the request metadata; malformed input -> HTTP 400 with tierwise's reason;
+  any other error inside tierwise -> the default tier (fail open, logged, counted).
+- async_filter_deployments: narrow `auto`'s healthy deployments to the decided tier, or the
+  next tier of the fallback chain when this request already failed there.
+- async_pre_call_deployment_hook: the per-attempt steps (context fitting) for the tier called.
+- async_post_call_response_headers_hook: x-tierwise-tier / -score / -reason.
+- async_log_success_event / async_post_call_failure_deployment_hook: feed the SLA latency EMA
+  (time to first token for streams) and the health breaker.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import datetime
+from typing import Any
+
+from fastapi import HTTPException
+from litellm.integrations.custom_logger import CustomLogger
+
+from litellm_plugin.engine import (
+    Engine,
+    metadata_of,
+    record_in,
+    tier_of,
+)
+from litellm_plugin.settings import TIER_KEY, setup_from_proxy_config
+from litellm_plugin.steps import Attempt, ProxyCall
+from tierwise.request import RequestError
+from tierwise.rules import RoutingError
+
+log = logging.getLogger("tierwise.litellm")
+
+CHAT_CALL_TYPES = frozenset({"completion", "acompletion"})
+
+
+class TierwiseHandler(CustomLogger):
+    """One instance per proxy process; every hook returns at once for other model groups."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+
+    @classmethod
+    def from_proxy_config(cls, proxy_config: dict[str, Any], where: str) -> TierwiseHandler:
+        """Validate the config (ConfigError names the key) and start the signal sources."""
+        engine = Engine(setup_from_proxy_config(proxy_config, where))
+        engine.start()
+        return cls(engine)
+
+    # -- before the call -------------------------------------------------------------------
+
+    async def async_pre_call_hook(
+        self, user_api_key_dict: Any, cache: Any, data: dict, call_type: Any
+    ) -> dict | None:
+        engine = self.engine
+        if not engine.is_ours(data.get("model")) or call_type not in CHAT_CALL_TYPES:
+            return None
+        metadata = metadata_of(data)
+        if metadata is None:
+            metadata = data["metadata"] = {}
+        try:
+            request = engine.request_view(data, metadata)
+        except RequestError as exc:
+            raise _bad_request(exc) from None
+        call = ProxyCall(data=data, request=request, scope=request.scope)
+        fail_open = False
+        try:
+            await self._run_steps("before_route", call)
+            if call.skip_routing:
+                decision = engine.default_decision("answered before routing by a pre-route step")
+            else:
+                decision = engine.decide(request)
+        except (RequestError, RoutingError) as exc:
+            raise _bad_request(exc) from None
+        except Exception as exc:  # tierwise broke: serve the default tier instead
+            decision, fail_open = engine.fail_open(exc, "pre-call"), True
+        call.decision = decision
+        await self._run_steps("after_route", call)
+        record = engine.record_of(decision, fail_open=fail_open)
+        engine.attach(metadata, record)
+        self._ensure_retries(data, record)
+        return data
+
+    async def async_filter_deployments(
+        self,
+        model: str,
+        healthy_deployments: list,
+        messages: Any,
+        request_kwargs: dict | None = None,
+        parent_otel_span: Any = None,
+    ) -> list[dict]:
+        if not self.engine.is_ours(model):
+            return healthy_deployments
+        try:
+            return self.engine.select(healthy_deployments, request_kwargs)
+        except Exception as exc:
+            self.engine.fail_open(exc, "deployment filter")
+            default = self.engine.setup.default_tier
+            return [d for d in healthy_deployments if tier_of(d) == default] or healthy_deployments
+
+    async def async_pre_call_deployment_hook(
+        self, kwargs: dict[str, Any], call_type: Any
+    ) -> dict | None:
+        if not self.engine.steps:
+            return None
+        record = record_in(metadata_of(kwargs))
+        info = kwargs.get("model_info") or (metadata_of(kwargs) or {}).get("model_info") or {}
+        tier_name = info.get(TIER_KEY) if isinstance(info, dict) else None
+        if record is None or not isinstance(tier_name, str):
+            return None
+        try:
+            tier = self.engine.setup.config.tier(tier_name)
+        except KeyError:
+            return None
+        attempt = Attempt(kwargs=kwargs, tier=tier, decision=record)
+        for step in self.engine.steps:
+            try:
+                await step.before_attempt(attempt)
+            except Exception as exc:
+                self.engine.fail_open(exc, f"step {step.name}.before_attempt")
+        return kwargs
+
+    # -- after the call --------------------------------------------------------------------
+
+    async def async_post_call_response_headers_hook(
+        self,
+        data: dict,
+        user_api_key_dict: Any,
+        response: Any,
+        request_headers: dict[str, str] | None = None,
+        litellm_call_info: dict[str, Any] | None = None,
+    ) -> dict[str, str] | None:
+        record = record_in(metadata_of(data))
+        if record is None:
+            return None
+        served = None
+        if response is not None and litellm_call_info:
+            served = (litellm_call_info.get("model_info") or {}).get(TIER_KEY)
+        return self.engine.headers(record, served if isinstance(served, str) else None)
+
+    async def async_log_success_event(
+        self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        try:
+            params = kwargs.get("litellm_params") or {}
+            metadata = params.get("metadata") or {}
+            if not self.engine.is_ours(metadata.get("model_group")) or params.get("mock_response"):
+                return
+            tier = (params.get("model_info") or {}).get(TIER_KEY)
+            if not isinstance(tier, str):
+                return
+            first = kwargs.get("completion_start_time") if kwargs.get("stream") else None
+            ttft_ms = _ms_between(start_time, first or end_time)
+            if ttft_ms is not None:
+                self.engine.observe_success(tier, ttft_ms)
+        except Exception:
+            log.exception("tierwise: recording a success failed (ignored)")
+
+    async def async_post_call_failure_deployment_hook(
+        self,
+        request_data: Any,
+        exception: Exception,
+        call_type: Any,
+        fallback_depth: int | None = None,
+    ) -> None:
+        try:
+            metadata = metadata_of(request_data) or {}
+            if not self.engine.is_ours(metadata.get("model_group")):
+                return
+            tier = (metadata.get("model_info") or {}).get(TIER_KEY)
+            if isinstance(tier, str):
+                status = getattr(exception, "status_code", None)
+                error = f"{type(exception).__name__}: {exception}"[:200]
+                self.engine.observe_failure(
+                    tier, status if isinstance(status, int) else None, error
+                )
+        except Exception:
+            log.exception("tierwise: recording a failure failed (ignored)")
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _run_steps(self, hook: str, call: ProxyCall) -> None:
+        for step in self.engine.steps:
+            try:
+                await getattr(step, hook)(call)
+            except (RequestError, RoutingError):
+                raise
+            except Exception as exc:
+                self.engine.fail_open(exc, f"step {step.name}.{hook}")
+
+    def _ensure_retries(self, data: dict, record: dict[str, Any]) -> None:
+        """Enough LiteLLM retries for each candidate deployment to be tried once: a retry
+        re-enters async_filter_deployments, which moves on down the fallback chain."""
+        needed = self.engine.attempts_needed(record)
+        current = data.get("num_retries")
+        if not isinstance(current, int):
+            current = _router_num_retries()
+        if needed > current:
+            data["num_retries"] = needed
+
+
+def _bad_request(exc: Exception) -> HTTPException:
+    return HTTPException(status_code=400, detail={"error": f"tierwise: {exc}"})
+
+
+def _router_num_retries() -> int:
+    try:
+        from litellm.proxy import proxy_server
+    except ImportError:
+        return 0
+    value = getattr(proxy_server.llm_router, "num_retries", 0)
+    return value if isinstance(value, int) else 0
+
+
+def _ms_between(start: Any, end: Any) -> float | None:
+    if isinstance(start, datetime) and isinstance(end, datetime):
+        return max(0.0, (end - start).total_seconds() * 1000)
+    if isinstance(start, int | float) and isinstance(end, int | float):
+        return max(0.0, (end - start) * 1000)
+    return None
+
+
+_handler: TierwiseHandler | None = None
+
+
+def proxy_handler() -> TierwiseHandler:
+    """The process's handler, built from the running proxy's own config on first use."""
+    global _handler
+    if _handler is None:
+        from litellm.proxy import proxy_server
+
+        where = str(proxy_server.user_config_file_path or "config.yaml")
+        state = dict(proxy_server.proxy_config.get_config_state())
+        _handler = TierwiseHandler.from_proxy_config(state, where)
+        engine = _handler.engine
+        tiers = ", ".join(t.name for t in engine.setup.config.ranked_tiers)
+        # A start-up line in the proxy's own output: what is routed, over what, scored how.
+        print(
+            f"tierwise: routing model group {engine.settings.model_group!r} over tiers {tiers} "
+            f"(scorer {engine.router.scorer.name})",
+            file=sys.stderr,
+            flush=True,
+        )
+    return _handler

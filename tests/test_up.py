@@ -1,0 +1,57 @@
+"""`tierwise up --smoke`: the README's run command, non-interactively, on a bare machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from litellm_plugin.up import plan_tiers
+from tests.servers import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_plan_takes_tiers_from_the_environment() -> None:
+    bare = plan_tiers({})
+    assert [p.params for p in bare] == [None, None, None]
+    assert all("STAND-IN" in p.source for p in bare)
+    env = {
+        "OLLAMA_API_BASE": "http://localhost:11434",
+        "TIERWISE_HPC_API_BASE": "http://gpu:8000/v1",
+        "OPENROUTER_API_KEY": "sk-or-x",
+    }
+    local, hpc, cloud = plan_tiers(env)
+    assert local.params == {"model": "ollama_chat/llama3.2", "api_base": "http://localhost:11434"}
+    assert hpc.params is not None and hpc.params["model"].startswith("hosted_vllm/")
+    assert hpc.metrics_url == "http://gpu:8000/metrics"
+    assert cloud.params is not None and cloud.params["api_key"] == "os.environ/OPENROUTER_API_KEY"
+
+
+@pytest.mark.integration
+def test_up_smoke_starts_routes_and_exits_zero() -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OLLAMA_API_BASE", "TIERWISE_HPC_API_BASE", "OPENROUTER_API_KEY")
+    }
+    tierwise = Path(sys.executable).with_name("tierwise")
+    done = subprocess.run(
+        [str(tierwise), "up", "--smoke", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "local  STAND-IN" in out and "5/5 requests served" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if " 200 " in line}
+    assert rows["easy"][2] == "local" and rows["hard"][2] == "cloud"
+    assert rows["medium"][2] == "hpc" and rows["image"][2] == "cloud"
+    assert "[local stand-in]" in out
