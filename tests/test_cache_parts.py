@@ -69,6 +69,8 @@ def test_anchors_are_numbers_and_names() -> None:
         ("What is the capital of France?", "What is the capital of Japan?", False),
         ("PyTorch has cutting-edge diffusers.", "Diffusers are state of the art in PyTorch.", True),
         ("Tom has 3 apples and buys 12 more.", "Tom has 3 apples and buys 13 more.", False),
+        ("John has 2 houses with 3 rooms each.", "John has 3 houses with 3 rooms each.", False),
+        ("He has 2 cats and 2 dogs.", "There are 2 dogs and 2 cats that he has.", True),
         ("How do I sort a list in Python?", "How can a Python list be sorted?", True),
         ("How do I sort a list in Python?", "How do I sort a list in Rust?", False),
     ],

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import unicodedata
+from collections import Counter
 from typing import Any
 
 from tierwise.request import ChatRequest
@@ -86,6 +87,16 @@ def _vocabulary(text: str) -> frozenset[str]:
     return frozenset(words | {n.replace(",", "") for n in _NUMBER.findall(text)})
 
 
+def _numbers(text: str) -> Counter[str]:
+    return Counter(n.replace(",", "") for n in _NUMBER.findall(text))
+
+
 def anchors_agree(a: str, b: str) -> bool:
-    """Each question's numbers and names appear in the other: a safe semantic match."""
+    """A safe semantic match: the same numbers, as often, and each one's names in the other.
+
+    Counting numbers catches "2 houses with 3 bedrooms" -> "3 houses with 3 bedrooms",
+    which a set comparison would pass.
+    """
+    if _numbers(a) != _numbers(b):
+        return False
     return anchors(a) <= _vocabulary(b) and anchors(b) <= _vocabulary(a)
