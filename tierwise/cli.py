@@ -14,6 +14,7 @@ from tierwise.config import ConfigError, TierwiseConfig, load_config
 from tierwise.request import ChatRequest, RequestError
 from tierwise.router import TierRouter
 from tierwise.rules import RoutingError
+from tierwise.scoring.base import Scorer
 
 SHARED_DATA = Path("../shared/data")
 EXIT_CONFIG = 2
@@ -65,6 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("files", nargs="+", type=Path, help="label or outcome JSONL files")
     evaluate.add_argument("--json", type=Path, help="write the full report here")
     evaluate.add_argument(
+        "--plot", type=Path, help="write the quality-cost curves of outcome files here (PNG)"
+    )
+    evaluate.add_argument(
+        "--target-quality",
+        type=_unit_interval,
+        default=0.8,
+        help="share of the strong model's quality gain to keep when reporting the strong share "
+        "(and so the cost) it takes; default 0.8",
+    )
+    evaluate.add_argument(
         "--split",
         choices=("all", "design", "held-out"),
         default="all",
@@ -85,8 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--out", type=Path, default=Path(str(resources.files("tierwise.scoring"))) / "artifacts"
     )
+    train.add_argument(
+        "--heuristic-only", action="store_true", help="refit the heuristic weights only"
+    )
     train.set_defaults(handler=cmd_train)
     return parser
+
+
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is outside (0, 1]")
+    return value
 
 
 def _config(args: argparse.Namespace) -> TierwiseConfig:
@@ -176,22 +200,54 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from tierwise.evaluation import run as evaluation
     from tierwise.evaluation.data import DataError
+    from tierwise.evaluation.metrics import OutcomeCurve
 
-    router = TierRouter(_config(args))
-    report: dict[str, object] = {"scorer": router.scorer.name, "files": {}}
+    config = _config(args)
+    scorers = _scorers_to_evaluate(config)
+    report: dict[str, object] = {"scorers": list(scorers), "split": args.split, "files": {}}
+    panels: dict[str, dict[str, OutcomeCurve]] = {}
     for path in args.files:
         try:
-            rows, results = evaluation.evaluate_file(path, router.scorer, split=args.split)
+            rows, results, curves = evaluation.evaluate_file(
+                path, scorers, split=args.split, target_pgr=args.target_quality
+            )
         except (DataError, OSError) as exc:
             print(f"tierwise eval: {exc}", file=sys.stderr)
             return 1
         print(evaluation.format_table(path, rows, results))
         report["files"][str(path)] = results  # type: ignore[index]
+        if curves:
+            panels[f"{path.name} ({args.split}, {len(rows)} rows)"] = curves
     print(evaluation.NOTES)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"report written to {args.json}")
+    if args.plot and panels:
+        from tierwise.evaluation.plot import plot_curves
+
+        try:
+            print(f"quality-cost curves written to {plot_curves(panels, args.plot)}")
+        except ImportError as exc:
+            print(f"tierwise eval: no plot: {exc}", file=sys.stderr)
     return 0
+
+
+def _scorers_to_evaluate(config: TierwiseConfig) -> dict[str, Scorer]:
+    """The heuristic, the learned scorer and the cascade, as far as they run here."""
+    from tierwise.scoring.cascade import CascadeScorer
+    from tierwise.scoring.factory import learned_or_none
+    from tierwise.scoring.heuristic import HeuristicScorer
+
+    bands = config.scoring.bands
+    heuristic = HeuristicScorer(bands=bands)
+    scorers: dict[str, Scorer] = {"tierwise-heuristic": heuristic}
+    learned = learned_or_none(config)
+    if learned is not None:
+        scorers["tierwise-learned"] = learned
+        scorers["tierwise-cascade"] = CascadeScorer(
+            heuristic, learned, config.scoring.cascade, bands=bands
+        )
+    return scorers
 
 
 def cmd_bench_decide(args: argparse.Namespace) -> int:
@@ -215,7 +271,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tierwise.evaluation.data import load_rows
     from tierwise.scoring import fit_heuristic
 
-    labels = args.data / "complexity" / "stream_1800.jsonl"
+    complexity = args.data / "complexity"
+    labels = complexity / "stream_1800.jsonl"
     outcomes = sorted((args.data / "outcomes").glob("*_dev.jsonl"))
     if not labels.is_file() or not outcomes:
         print(
@@ -227,4 +284,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = fit_heuristic.fit(load_rows(labels), outcome_rows)
     out = fit_heuristic.save(model, [labels, *outcomes], args.out)
     print(f"heuristic weights written to {out}")
+    if args.heuristic_only:
+        return 0
+    return _train_learned(args, model)
+
+
+def _train_learned(args: argparse.Namespace, heuristic: object) -> int:
+    from tierwise.encoder import Encoder, EncoderUnavailable
+    from tierwise.evaluation.data import load_rows
+    from tierwise.scoring import fit_learned
+
+    complexity, outcomes = args.data / "complexity", args.data / "outcomes"
+    balanced = complexity / "stream_balanced_dev.jsonl"
+    extra = [complexity / "stream_1800.jsonl", complexity / "stream_325.jsonl"]
+    gsm, mmlu = outcomes / "gsm8k_dev.jsonl", outcomes / "mmlu_dev.jsonl"
+    missing = [p for p in (balanced, *extra, gsm, mmlu) if not p.is_file()]
+    if missing:
+        print(f"tierwise train: learned heads need {', '.join(map(str, missing))}", file=sys.stderr)
+        return 1
+    try:
+        encoder = Encoder.from_config(_config(args).encoder)
+    except EncoderUnavailable as exc:
+        print(f"tierwise train: learned heads skipped: {exc}", file=sys.stderr)
+        return 1
+    model, report = fit_learned.train(
+        load_rows(balanced),
+        [row for path in extra for row in load_rows(path)],
+        load_rows(gsm),
+        load_rows(mmlu),
+        encoder,
+        heuristic,  # type: ignore[arg-type]
+    )
+    out = fit_learned.save(model, report, [balanced, *extra, gsm, mmlu], args.out)
+    print(json.dumps(report, indent=2))
+    print(f"learned heads written to {out}")
     return 0

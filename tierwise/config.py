@@ -143,9 +143,30 @@ class EncoderConfig(StrictModel):
     threads: int = Field(1, ge=1, le=64, description="onnxruntime threads per request")
 
 
+class CascadeConfig(StrictModel):
+    """When each stage of heuristic -> learned -> LLM judge gets the last word."""
+
+    heuristic_margin: float = Field(
+        0.05,
+        ge=0,
+        le=0.5,
+        description="the heuristic alone decides when its score is this "
+        "close to 0 or 1 (0 = always ask the learned scorer)",
+    )
+    judge_margin: float = Field(
+        0.05,
+        ge=0,
+        le=0.5,
+        description="ask the LLM judge (when an adapter supplies one) if the "
+        "learned score is this close to a band edge",
+    )
+    judge_timeout_s: float = Field(2.0, gt=0, le=60, description="then keep the learned score")
+
+
 class ScoringConfig(StrictModel):
     method: ScoringMethod = "auto"
     bands: Bands = Bands()
+    cascade: CascadeConfig = CascadeConfig()
 
 
 class HealthSettings(StrictModel):
