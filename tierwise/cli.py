@@ -83,6 +83,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(handler=cmd_eval)
 
+    calibrate = sub.add_parser(
+        "calibrate", help="set the strong tier's threshold from your own outcome file"
+    )
+    calibrate.add_argument("file", type=Path, help="outcome JSONL: text, weak, strong per row")
+    goal = calibrate.add_mutually_exclusive_group(required=True)
+    goal.add_argument(
+        "--target-quality",
+        type=_unit_interval,
+        help="keep this share of the strong tier's quality gain (0.9 = 90%%), at least cost",
+    )
+    goal.add_argument(
+        "--max-strong-share",
+        type=_unit_interval,
+        help="send at most this share of requests to the strong tier, as well as possible",
+    )
+    calibrate.add_argument("--strong-tier", help="the tier to calibrate (default: the strongest)")
+    calibrate.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="write the config here (default: update --config in place)",
+    )
+    calibrate.add_argument("--dry-run", action="store_true", help="print, write nothing")
+    calibrate.set_defaults(handler=cmd_calibrate)
+
     bench = sub.add_parser("bench", help="benchmarks that print figures")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     decide = bench_sub.add_parser("decide", help="p50/p99 decision latency vs LiteLLM's")
@@ -90,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     decide.add_argument("--repeat", type=int, default=3)
     decide.add_argument("--json", type=Path, help="write the figures here too")
     decide.set_defaults(handler=cmd_bench_decide)
+
+    bench_score = bench_sub.add_parser(
+        "score", help="p50/p99 of the learned path at ~64 and ~512 tokens; RSS after loading"
+    )
+    bench_score.add_argument("--data", type=Path, default=SHARED_DATA)
+    bench_score.add_argument("--repeat", type=int, default=3)
+    bench_score.add_argument("--json", type=Path, help="write the figures here too")
+    bench_score.set_defaults(handler=cmd_bench_score)
 
     train = sub.add_parser("train", help="fit the scorers' weights from labelled data")
     train.add_argument("--data", type=Path, default=SHARED_DATA)
@@ -250,6 +283,62 @@ def _scorers_to_evaluate(config: TierwiseConfig) -> dict[str, Scorer]:
     return scorers
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from tierwise.calibrate import CalibrationError, apply_threshold, pick_threshold
+    from tierwise.evaluation.data import DataError, is_outcome_file, load_rows
+
+    config = _config(args)
+    if args.config is None and args.output is None and not args.dry_run:
+        print(
+            "tierwise calibrate: no --config to update; give --output PATH for a calibrated copy "
+            "of the embedded default",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        rows = load_rows(args.file)
+        if not is_outcome_file(rows):
+            raise DataError(f"{args.file}: calibration needs outcome rows (text, weak, strong)")
+    except (DataError, OSError) as exc:
+        print(f"tierwise calibrate: {exc}", file=sys.stderr)
+        return 1
+    router = TierRouter(config)
+    scores = [router.scorer.score(ChatRequest.from_text(r.text)).value for r in rows]
+    try:
+        result = pick_threshold(
+            scores,
+            [bool(r.weak) for r in rows],
+            [bool(r.strong) for r in rows],
+            target_quality=args.target_quality,
+            max_strong_share=args.max_strong_share,
+        )
+        if args.config:
+            raw = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
+        else:
+            default = resources.files("tierwise.defaults").joinpath("default.yaml").read_text()
+            raw = yaml.safe_load(default)
+        updated, set_to = apply_threshold(raw, config, result.threshold, args.strong_tier)
+    except (CalibrationError, KeyError) as exc:
+        print(f"tierwise calibrate: {exc}", file=sys.stderr)
+        return EXIT_CONFIG if isinstance(exc, KeyError) else 1
+    load_config(updated)  # the result must still be a valid config
+    summary = {"scorer": router.scorer.name, "file": str(args.file), **result.as_dict()}
+    summary["min_score"] = set_to
+    print(json.dumps(summary, indent=2))
+    if args.dry_run:
+        return 0
+    target = args.output or Path(args.config)
+    if args.output is None:
+        backup = target.with_name(target.name + ".bak")
+        backup.write_text(target.read_text(encoding="utf-8"), encoding="utf-8")
+        print(f"previous config kept as {backup}", file=sys.stderr)
+    target.write_text(yaml.safe_dump(updated, sort_keys=False), encoding="utf-8")
+    print(f"thresholds written to {target} (comments are not kept)", file=sys.stderr)
+    return 0
+
+
 def cmd_bench_decide(args: argparse.Namespace) -> int:
     from tierwise.bench import decide
 
@@ -262,6 +351,34 @@ def cmd_bench_decide(args: argparse.Namespace) -> int:
     print(f"prompts: {len(prompts)} from {source}", file=sys.stderr)
     results = decide.run(_config(args), prompts, repeat=args.repeat)
     print(decide.format_results(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def cmd_bench_score(args: argparse.Namespace) -> int:
+    from tierwise.bench import decide, score
+    from tierwise.encoder import EncoderUnavailable, shared_encoder
+    from tierwise.scoring.heuristic import HeuristicScorer
+    from tierwise.scoring.learned import LearnedScorer
+
+    config = _config(args)
+    paths = sorted(args.data.glob("**/*.jsonl")) if args.data.is_dir() else []
+    if not paths:
+        paths = [Path(str(resources.files("tierwise.defaults").joinpath("examples.jsonl")))]
+    texts = decide.load_prompts(paths)
+    bands = config.scoring.bands
+
+    def load() -> LearnedScorer:
+        return LearnedScorer(shared_encoder(config.encoder), bands=bands)
+
+    try:
+        results = score.run(load, HeuristicScorer(bands=bands), texts, args.repeat)
+    except EncoderUnavailable as exc:
+        print(f"tierwise bench score: {exc}", file=sys.stderr)
+        return 1
+    name = Path(shared_encoder(config.encoder).model_path).name
+    print(score.format_results(results, name))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
