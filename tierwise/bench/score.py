@@ -36,7 +36,7 @@ def rss_mb() -> float:
 
 
 def prompts_of_size(texts: Sequence[str], tokens: int, count: int, seed: int = 0) -> list[str]:
-    """Prompts within 15% of `tokens` tokens: real texts of that size, else joined texts."""
+    """Real prompts within 15% of `tokens` tokens, else real prompts joined up to that size."""
     counter = default_counter()
     sized = [t for t in texts if abs(counter.count(t) - tokens) <= 0.15 * tokens]
     rng = random.Random(seed)
@@ -45,10 +45,10 @@ def prompts_of_size(texts: Sequence[str], tokens: int, count: int, seed: int = 0
     out = list(sized)
     while len(out) < count:
         parts, n = [], 0
-        while n < tokens * 0.9:
+        while n < tokens:
             part = rng.choice(texts)
             parts.append(part)
-            n += counter.count(part) + 1
+            n += counter.count(part)
         out.append("\n\n".join(parts))
     return out
 
