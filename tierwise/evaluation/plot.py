@@ -33,7 +33,13 @@ def plot_curves(panels: Mapping[str, Mapping[str, OutcomeCurve]], out: Path) -> 
             linestyle=":",
             label="random (expected)",
         )
+        drawn: dict[str, OutcomeCurve] = {}
         for name, curve in curves.items():
+            twin = next((n for n, c in drawn.items() if _same(c, curve)), None)
+            drawn[name] = curve
+            if twin is not None:  # an identical line would hide the first: say so instead
+                ax.plot([], [], " ", label=f"{name} = {twin}")
+                continue
             ours = name.startswith(_OURS_PREFIX)
             ax.plot(
                 curve.share,
@@ -53,3 +59,9 @@ def plot_curves(panels: Mapping[str, Mapping[str, OutcomeCurve]], out: Path) -> 
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _same(a: OutcomeCurve, b: OutcomeCurve) -> bool:
+    return a.share.shape == b.share.shape and bool(
+        (a.share == b.share).all() and (a.quality == b.quality).all()
+    )
