@@ -189,6 +189,14 @@ def test_request_embedding_is_computed_once(cache: Path) -> None:
     assert np.all(encoder.embed_request(request) == 7)
 
 
+@needs_weights
+def test_unwritable_cache_names_the_fix(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(enc.EncoderUnavailable, match="XDG_CACHE_HOME"):
+        enc.packaged_minilm(cache=blocker / "cache")
+
+
 def test_local_onnx_directory_with_token_states(tmp_path: Path) -> None:
     """A configured model.onnx + tokenizer.json whose output is per-token states is pooled."""
     import onnx

@@ -205,6 +205,16 @@ def packaged_minilm(quantize: bool = True, cache: Path | None = None) -> tuple[P
                 f"weights: {ENCODER_INSTALL_HINT} --force-reinstall"
             )
     cache = cache or cache_dir()
+    try:
+        return _cached_graph(model_dir, cache, quantize)
+    except OSError as exc:
+        raise EncoderUnavailable(
+            f"cannot write the encoder cache in {cache} ({exc.strerror or exc}); point "
+            "XDG_CACHE_HOME at a writable directory"
+        ) from None
+
+
+def _cached_graph(model_dir: Path, cache: Path, quantize: bool) -> tuple[Path, Path]:
     stem = f"all-minilm-l6-v2-{MINILM_SHA256['model.safetensors'][:12]}-g{GRAPH_VERSION}"
     fp32, int8 = cache / f"{stem}-fp32.onnx", cache / f"{stem}-int8.onnx"
     rejected = cache / f"{stem}-int8.rejected"
