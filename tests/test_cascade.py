@@ -86,3 +86,15 @@ def test_slow_or_broken_judge_keeps_the_learned_score(caplog: pytest.LogCaptureF
     for answer in (broken, lambda r: 7.0, lambda r: "VERY HARD"):
         cascade = CascadeScorer(Fixed(0.5, "heuristic"), Fixed(0.66, "learned"), settings, answer)
         assert cascade.score(REQUEST).source == "learned"
+
+
+def test_new_config_sections_reject_bad_values_by_name() -> None:
+    from tests.conftest import three_tiers
+    from tierwise.config import ConfigError, load_config
+
+    config = load_config(three_tiers())
+    assert config.encoder.max_tokens == 40 and config.scoring.cascade.judge_timeout_s == 2.0
+    with pytest.raises(ConfigError, match=r"encoder\.max_tokens"):
+        load_config(three_tiers() | {"encoder": {"max_tokens": 4}})
+    with pytest.raises(ConfigError, match=r"scoring\.cascade\.judge_wait: unknown key"):
+        load_config(three_tiers() | {"scoring": {"cascade": {"judge_wait": 1}}})
