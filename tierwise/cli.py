@@ -15,6 +15,7 @@ from tierwise.config import ConfigError, TierwiseConfig, load_config
 from tierwise.request import ChatRequest, RequestError
 from tierwise.router import TierRouter
 from tierwise.rules import RoutingError
+from tierwise.scoring.base import Scorer
 
 SHARED_DATA = Path("../shared/data")
 EXIT_CONFIG = 2
@@ -76,12 +77,47 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("files", nargs="+", type=Path, help="label or outcome JSONL files")
     evaluate.add_argument("--json", type=Path, help="write the full report here")
     evaluate.add_argument(
+        "--plot", type=Path, help="write the quality-cost curves of outcome files here (PNG)"
+    )
+    evaluate.add_argument(
+        "--target-quality",
+        type=_unit_interval,
+        default=0.8,
+        help="share of the strong model's quality gain to keep when reporting the strong share "
+        "(and so the cost) it takes; default 0.8",
+    )
+    evaluate.add_argument(
         "--split",
         choices=("all", "design", "held-out"),
         default="all",
         help="outcome rows to use: the project's design half, its held-out half, or all",
     )
     evaluate.set_defaults(handler=cmd_eval)
+
+    calibrate = sub.add_parser(
+        "calibrate", help="set the strong tier's threshold from your own outcome file"
+    )
+    calibrate.add_argument("file", type=Path, help="outcome JSONL: text, weak, strong per row")
+    goal = calibrate.add_mutually_exclusive_group(required=True)
+    goal.add_argument(
+        "--target-quality",
+        type=_unit_interval,
+        help="keep this share of the strong tier's quality gain (0.9 = 90%%), at least cost",
+    )
+    goal.add_argument(
+        "--max-strong-share",
+        type=_unit_interval,
+        help="send at most this share of requests to the strong tier, as well as possible",
+    )
+    calibrate.add_argument("--strong-tier", help="the tier to calibrate (default: the strongest)")
+    calibrate.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="write the config here (default: update --config in place)",
+    )
+    calibrate.add_argument("--dry-run", action="store_true", help="print, write nothing")
+    calibrate.set_defaults(handler=cmd_calibrate)
 
     bench = sub.add_parser("bench", help="benchmarks that print figures")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
@@ -122,13 +158,34 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--json", type=Path, help="write the figures here too")
     proxy.set_defaults(handler=cmd_bench_proxy)
 
+    bench_score = bench_sub.add_parser(
+        "score", help="p50/p99 of the learned path at ~64 and ~512 tokens; RSS after loading"
+    )
+    bench_score.add_argument("--data", type=Path, default=SHARED_DATA)
+    bench_score.add_argument("--repeat", type=int, default=3)
+    bench_score.add_argument("--json", type=Path, help="write the figures here too")
+    bench_score.set_defaults(handler=cmd_bench_score)
+
     train = sub.add_parser("train", help="fit the scorers' weights from labelled data")
     train.add_argument("--data", type=Path, default=SHARED_DATA)
     train.add_argument(
         "--out", type=Path, default=Path(str(resources.files("tierwise.scoring"))) / "artifacts"
     )
+    train.add_argument(
+        "--heuristic-only", action="store_true", help="refit the heuristic weights only"
+    )
     train.set_defaults(handler=cmd_train)
     return parser
+
+
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is outside (0, 1]")
+    return value
 
 
 def _config(args: argparse.Namespace) -> TierwiseConfig:
@@ -219,21 +276,109 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from tierwise.evaluation import run as evaluation
     from tierwise.evaluation.data import DataError
+    from tierwise.evaluation.metrics import OutcomeCurve
 
-    router = TierRouter(_config(args))
-    report: dict[str, object] = {"scorer": router.scorer.name, "files": {}}
+    config = _config(args)
+    scorers = _scorers_to_evaluate(config)
+    report: dict[str, object] = {"scorers": list(scorers), "split": args.split, "files": {}}
+    panels: dict[str, dict[str, OutcomeCurve]] = {}
     for path in args.files:
         try:
-            rows, results = evaluation.evaluate_file(path, router.scorer, split=args.split)
+            rows, results, curves = evaluation.evaluate_file(
+                path, scorers, split=args.split, target_pgr=args.target_quality
+            )
         except (DataError, OSError) as exc:
             print(f"tierwise eval: {exc}", file=sys.stderr)
             return 1
         print(evaluation.format_table(path, rows, results))
         report["files"][str(path)] = results  # type: ignore[index]
+        if curves:
+            panels[f"{path.name} ({args.split}, {len(rows)} rows)"] = curves
     print(evaluation.NOTES)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"report written to {args.json}")
+    if args.plot and panels:
+        from tierwise.evaluation.plot import plot_curves
+
+        try:
+            print(f"quality-cost curves written to {plot_curves(panels, args.plot)}")
+        except ImportError as exc:
+            print(f"tierwise eval: no plot: {exc}", file=sys.stderr)
+    return 0
+
+
+def _scorers_to_evaluate(config: TierwiseConfig) -> dict[str, Scorer]:
+    """The heuristic, the learned scorer and the cascade, as far as they run here."""
+    from tierwise.scoring.cascade import CascadeScorer
+    from tierwise.scoring.factory import learned_or_none
+    from tierwise.scoring.heuristic import HeuristicScorer
+
+    bands = config.scoring.bands
+    heuristic = HeuristicScorer(bands=bands)
+    scorers: dict[str, Scorer] = {"tierwise-heuristic": heuristic}
+    learned = learned_or_none(config)
+    if learned is not None:
+        scorers["tierwise-learned"] = learned
+        scorers["tierwise-cascade"] = CascadeScorer(
+            heuristic, learned, config.scoring.cascade, bands=bands
+        )
+    return scorers
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from tierwise.calibrate import CalibrationError, apply_threshold, pick_threshold
+    from tierwise.evaluation.data import DataError, is_outcome_file, load_rows
+
+    config = _config(args)
+    if args.config is None and args.output is None and not args.dry_run:
+        print(
+            "tierwise calibrate: no --config to update; give --output PATH for a calibrated copy "
+            "of the embedded default",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        rows = load_rows(args.file)
+        if not is_outcome_file(rows):
+            raise DataError(f"{args.file}: calibration needs outcome rows (text, weak, strong)")
+    except (DataError, OSError) as exc:
+        print(f"tierwise calibrate: {exc}", file=sys.stderr)
+        return 1
+    router = TierRouter(config)
+    scores = [router.scorer.score(ChatRequest.from_text(r.text)).value for r in rows]
+    try:
+        result = pick_threshold(
+            scores,
+            [bool(r.weak) for r in rows],
+            [bool(r.strong) for r in rows],
+            target_quality=args.target_quality,
+            max_strong_share=args.max_strong_share,
+        )
+        if args.config:
+            raw = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
+        else:
+            default = resources.files("tierwise.defaults").joinpath("default.yaml").read_text()
+            raw = yaml.safe_load(default)
+        updated, set_to = apply_threshold(raw, config, result.threshold, args.strong_tier)
+    except (CalibrationError, KeyError) as exc:
+        print(f"tierwise calibrate: {exc}", file=sys.stderr)
+        return EXIT_CONFIG if isinstance(exc, KeyError) else 1
+    load_config(updated)  # the result must still be a valid config
+    summary = {"scorer": router.scorer.name, "file": str(args.file), **result.as_dict()}
+    summary["min_score"] = set_to
+    print(json.dumps(summary, indent=2))
+    if args.dry_run:
+        return 0
+    target = args.output or Path(args.config)
+    if args.output is None:
+        backup = target.with_name(target.name + ".bak")
+        backup.write_text(target.read_text(encoding="utf-8"), encoding="utf-8")
+        print(f"previous config kept as {backup}", file=sys.stderr)
+    target.write_text(yaml.safe_dump(updated, sort_keys=False), encoding="utf-8")
+    print(f"thresholds written to {target} (comments are not kept)", file=sys.stderr)
     return 0
 
 
@@ -294,11 +439,40 @@ def cmd_bench_proxy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_score(args: argparse.Namespace) -> int:
+    from tierwise.bench import decide, score
+    from tierwise.encoder import EncoderUnavailable, shared_encoder
+    from tierwise.scoring.heuristic import HeuristicScorer
+    from tierwise.scoring.learned import LearnedScorer
+
+    config = _config(args)
+    paths = sorted(args.data.glob("**/*.jsonl")) if args.data.is_dir() else []
+    if not paths:
+        paths = [Path(str(resources.files("tierwise.defaults").joinpath("examples.jsonl")))]
+    texts = decide.load_prompts(paths)
+    bands = config.scoring.bands
+
+    def load() -> LearnedScorer:
+        return LearnedScorer(shared_encoder(config.encoder), bands=bands)
+
+    try:
+        results = score.run(load, HeuristicScorer(bands=bands), texts, args.repeat)
+    except EncoderUnavailable as exc:
+        print(f"tierwise bench score: {exc}", file=sys.stderr)
+        return 1
+    name = Path(shared_encoder(config.encoder).model_path).name
+    print(score.format_results(results, name))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tierwise.evaluation.data import load_rows
     from tierwise.scoring import fit_heuristic
 
-    labels = args.data / "complexity" / "stream_1800.jsonl"
+    complexity = args.data / "complexity"
+    labels = complexity / "stream_1800.jsonl"
     outcomes = sorted((args.data / "outcomes").glob("*_dev.jsonl"))
     if not labels.is_file() or not outcomes:
         print(
@@ -310,4 +484,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = fit_heuristic.fit(load_rows(labels), outcome_rows)
     out = fit_heuristic.save(model, [labels, *outcomes], args.out)
     print(f"heuristic weights written to {out}")
+    if args.heuristic_only:
+        return 0
+    return _train_learned(args, model)
+
+
+def _train_learned(args: argparse.Namespace, heuristic: object) -> int:
+    from tierwise.encoder import Encoder, EncoderUnavailable
+    from tierwise.evaluation.data import load_rows
+    from tierwise.scoring import fit_learned
+
+    complexity, outcomes = args.data / "complexity", args.data / "outcomes"
+    balanced = complexity / "stream_balanced_dev.jsonl"
+    extra = [complexity / "stream_1800.jsonl", complexity / "stream_325.jsonl"]
+    gsm, mmlu = outcomes / "gsm8k_dev.jsonl", outcomes / "mmlu_dev.jsonl"
+    missing = [p for p in (balanced, *extra, gsm, mmlu) if not p.is_file()]
+    if missing:
+        print(f"tierwise train: learned heads need {', '.join(map(str, missing))}", file=sys.stderr)
+        return 1
+    try:
+        encoder = Encoder.from_config(_config(args).encoder)
+    except EncoderUnavailable as exc:
+        print(f"tierwise train: learned heads skipped: {exc}", file=sys.stderr)
+        return 1
+    model, report = fit_learned.train(
+        load_rows(balanced),
+        [row for path in extra for row in load_rows(path)],
+        load_rows(gsm),
+        load_rows(mmlu),
+        encoder,
+        heuristic,  # type: ignore[arg-type]
+    )
+    out = fit_learned.save(model, report, [balanced, *extra, gsm, mmlu], args.out)
+    print(json.dumps(report, indent=2))
+    print(f"learned heads written to {out}")
     return 0

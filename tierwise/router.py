@@ -10,6 +10,7 @@ from tierwise.decision import Decision
 from tierwise.request import ChatRequest
 from tierwise.rules import RoutingState, Signals, build_chain
 from tierwise.scoring.base import Scorer
+from tierwise.scoring.cascade import Judge
 from tierwise.scoring.factory import build_scorer
 from tierwise.signals.vram import NvmlMonitor
 
@@ -25,9 +26,11 @@ class TierRouter:
         *,
         scorer: Scorer | None = None,
         signals: Signals | None = None,
+        judge: Judge | None = None,
     ) -> None:
+        """`judge`: an adapter's LLM judge for the cascade scorer (see scoring/cascade.py)."""
         self.config = config or load_config()
-        self.scorer = scorer or build_scorer(self.config)
+        self.scorer = scorer or build_scorer(self.config, judge=judge)
         self.signals = signals or Signals()
         self.chain = build_chain(self.config)
         self._nvml: NvmlMonitor | None = None

@@ -40,6 +40,7 @@ def run(config_path: str | None) -> tuple[list[Check], int]:
     where = config_path or "embedded default"
     checks.append(Check("OK", "config", f"{where}: {len(config.tiers)} tiers"))
     checks += list(_tokenizer())
+    checks += list(_learned(config))
     checks += list(_gpu(config))
     checks += list(_packages())
     checks += list(_custom_rules(config))
@@ -59,6 +60,20 @@ def _tokenizer() -> Iterator[Check]:
         yield Check(
             "WARN", "encoder weights", f"not found (learned scorer off); {ENCODER_INSTALL_HINT}"
         )
+
+
+def _learned(config: TierwiseConfig) -> Iterator[Check]:
+    """Whether the learned scorer loads (this builds the cached ONNX graph on first use)."""
+    from tierwise.encoder import EncoderUnavailable, shared_encoder
+
+    try:
+        encoder = shared_encoder(config.encoder)
+    except EncoderUnavailable as exc:
+        yield Check("WARN", "learned scorer", f"off, the heuristic serves: {exc}")
+        return
+    yield Check(
+        "OK", "learned scorer", f"{encoder.model_path} (max {encoder.max_tokens} tokens per text)"
+    )
 
 
 def _gpu(config: TierwiseConfig) -> Iterator[Check]:

@@ -66,11 +66,21 @@ def length_baseline(cut_low: int, cut_high: int) -> Baseline:
 def best_length_cuts(texts: Sequence[str], labels: Sequence[str]) -> tuple[int, int]:
     """The token cut points that maximize accuracy on (texts, labels): the baseline's best case."""
     counter = default_counter()
-    lengths = np.array([counter.count(t) for t in texts])
-    cuts = np.unique(np.concatenate([lengths, [lengths.max() + 1]]))
+    low, high = best_cuts(np.array([counter.count(t) for t in texts]), labels)
+    return int(low), int(high)
 
-    def below(label: str) -> np.ndarray:  # how many rows of `label` are shorter than each cut
-        return np.array([(lengths[np.array(labels) == label] < c).sum() for c in cuts])
+
+def best_cuts(values: np.ndarray, labels: Sequence[str]) -> tuple[float, float]:
+    """Cut points (low <= high) on a score that maximize LOW/MEDIUM/HIGH accuracy.
+
+    A row is LOW below cut_low, HIGH at or above cut_high, MEDIUM between.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    cuts = np.unique(np.concatenate([values, [values.max() + 1]]))
+    truth = np.asarray(labels)
+
+    def below(label: str) -> np.ndarray:  # how many rows of `label` lie below each cut
+        return np.searchsorted(np.sort(values[truth == label]), cuts, side="left")
 
     low_below, mid_below, high_below = below("LOW"), below("MEDIUM"), below("HIGH")
     high_total = high_below[-1]
@@ -82,7 +92,7 @@ def best_length_cuts(texts: Sequence[str], labels: Sequence[str]) -> tuple[int, 
     )
     correct = np.where(np.triu(np.ones_like(correct, dtype=bool)), correct, -1)
     i, j = np.unravel_index(int(np.argmax(correct)), correct.shape)
-    return int(cuts[i]), int(cuts[j])
+    return float(cuts[i]), float(cuts[j])
 
 
 class LiteLLMComplexity:
