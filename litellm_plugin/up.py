@@ -86,7 +86,7 @@ def proxy_config(plans: list[TierPlan], master_key: str) -> dict[str, Any]:
 SMOKE_REQUESTS: tuple[tuple[str, Any, bool], ...] = (
     ("easy", "What is the capital of Australia?", False),
     ("easy, streamed", "Translate 'good morning' into French.", True),
-    ("medium", "Explain how a hash table handles collisions.", False),
+    ("medium", "Summarize the causes of the French Revolution in a short paragraph.", False),
     (
         "hard",
         "Prove that the square root of 2 is irrational, then generalize the argument to any "

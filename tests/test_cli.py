@@ -157,9 +157,11 @@ def test_eval_reports_tierwise_and_baselines(tmp_path: Path) -> None:
     assert "accuracy" in text and "apgr" in text
     files = json.loads(report.read_text())["files"]
     label_results = files[str(labels)]
-    assert {"tierwise", "length*", "litellm", "random"} <= set(label_results)
-    assert label_results["tierwise"]["accuracy"] >= 4 / 6
-    assert 0 <= files[str(outcomes)]["tierwise"]["apgr"] <= 1.5
+    assert {"tierwise-heuristic", "tierwise-learned", "length*", "litellm", "random"} <= set(
+        label_results
+    )
+    assert label_results["tierwise-heuristic"]["accuracy"] >= 4 / 6
+    assert 0 <= files[str(outcomes)]["tierwise-learned"]["apgr"] <= 1.5
 
 
 def test_eval_names_the_bad_line(tmp_path: Path) -> None:

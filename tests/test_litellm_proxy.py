@@ -47,8 +47,8 @@ def proxy_config(stubs: dict[str, Stub], tierwise: dict[str, Any] | None = None)
             "callbacks": ["litellm_plugin.tierwise", "tests.plugins.capture.capture"]
         },
     }
-    if tierwise:
-        config["tierwise"] = tierwise
+    # The heuristic scorer keeps these routing tests independent of the learned weights.
+    config["tierwise"] = {"scoring": {"method": "heuristic"}, **(tierwise or {})}
     return config
 
 
@@ -286,6 +286,7 @@ def test_vllm_metrics_demote_a_full_tier_and_pick_replicas(
         ]
         vram = {"source": "vllm", "metrics_url": f"{replicas[0].url}/metrics", "max_waiting": 4}
         config["tierwise"] = {
+            "scoring": {"method": "heuristic"},
             "replicas": "metrics",
             "metrics_interval_s": 0.2,
             "tiers": [{"name": "hpc", "vram": vram}],
