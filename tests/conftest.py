@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.servers import Stub, start_stub
+from tierwise.telemetry.record import RequestRecord
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -51,6 +52,22 @@ def three_tiers(**overrides: Any) -> dict[str, Any]:
     if "rules" in overrides:
         config["rules"] = overrides["rules"]
     return config
+
+
+def sample_record(**changes: Any) -> RequestRecord:
+    """A decision-log row with plain defaults; keyword arguments change fields."""
+    fields: dict[str, Any] = {
+        "ts": 1_800_000_000.0,
+        "host": "litellm",
+        "scope": "s",
+        "tier": "local",
+        "routed_tier": "local",
+        "model": "m",
+        "score": 0.1,
+        "band": "LOW",
+        "reason": "complexity: LOW",
+    }
+    return RequestRecord(**{**fields, **changes})
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import three_tiers
+from tests.conftest import sample_record, three_tiers
 from tierwise.config import load_config
 from tierwise.request import Scope
 from tierwise.router import TierRouter
@@ -97,17 +97,7 @@ def test_retention_deletes_old_rows(tmp_path: Path) -> None:
     conn = connect(db)
     ensure_schema(conn)
     now = time.time()
-    old = RequestRecord(
-        ts=now - 40 * DAY_S,
-        host="litellm",
-        scope="s",
-        tier="local",
-        routed_tier="local",
-        model="m",
-        score=0.1,
-        band="LOW",
-        reason="complexity: LOW",
-    )
+    old = sample_record(ts=now - 40 * DAY_S)
     insert_rows(conn, [old, dataclasses.replace(old, ts=now - 5 * DAY_S)])
     conn.close()
     log = DecisionLog(db, retention_days=30)
@@ -144,17 +134,7 @@ def test_a_locked_database_turns_the_log_off(
     ensure_schema(holder)
     holder.execute("BEGIN EXCLUSIVE")  # another process holding the write lock
     log = DecisionLog(db, busy_timeout_s=0.2, queue_size=10)
-    record = RequestRecord(
-        ts=time.time(),
-        host="litellm",
-        scope="s",
-        tier="local",
-        routed_tier="local",
-        model="m",
-        score=0.1,
-        band="LOW",
-        reason="complexity: LOW",
-    )
+    record = sample_record(ts=time.time())
     try:
         with caplog.at_level(logging.WARNING, logger="tierwise.telemetry.log"):
             accepted = [log.append(record) for _ in range(50)]
@@ -172,17 +152,7 @@ def test_an_unwritable_location_turns_the_log_off(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("a file where a directory should be")
     log = DecisionLog(blocker / "sub" / "log.db")
-    record = RequestRecord(
-        ts=time.time(),
-        host="h",
-        scope="s",
-        tier="local",
-        routed_tier="local",
-        model="m",
-        score=0.1,
-        band="LOW",
-        reason="r",
-    )
+    record = sample_record(ts=time.time())
     log.append(record)
     log.flush()
     assert not log.enabled and log.disabled_reason

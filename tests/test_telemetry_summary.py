@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import sample_record
 from tierwise.telemetry.demo import simulate, write_demo_log
 from tierwise.telemetry.log import insert_rows
 from tierwise.telemetry.record import RequestRecord
@@ -15,22 +16,10 @@ from tierwise.telemetry.schema import connect, ensure_schema, open_reader
 from tierwise.telemetry.summary import health_status, stream, summarize
 
 NOW = 1_800_000_000.0
-BASE = RequestRecord(
-    ts=NOW,
-    host="litellm",
-    scope="s",
-    tier="local",
-    routed_tier="local",
-    model="m",
-    score=0.1,
-    band="LOW",
-    reason="complexity: LOW",
-    decide_ms=0.05,
-)
 
 
 def row(**changes: object) -> RequestRecord:
-    return dataclasses.replace(BASE, **changes)  # type: ignore[arg-type]
+    return sample_record(**{"ts": NOW, "decide_ms": 0.05, **changes})
 
 
 @pytest.fixture

@@ -144,7 +144,11 @@ class Telemetry:
             except Exception:
                 log.exception("tierwise telemetry: metrics update failed (ignored)")
         if self.log is not None:
-            written = self.log.append(record)
+            try:
+                written = self.log.append(record)
+            except Exception:  # e.g. no thread can be started: lose the row, not the request
+                log.exception("tierwise telemetry: decision log append failed (ignored)")
+                written = False
             if self.metrics is not None:
                 self.metrics.log_up.labels(self.host).set(1 if self.log.enabled else 0)
                 if not written:

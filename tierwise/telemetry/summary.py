@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
+from tierwise.telemetry.record import COLUMNS
 from tierwise.telemetry.recorder import CACHE_TIER
 
 # window name -> (seconds, bucket seconds for the routing split)
@@ -27,29 +28,8 @@ WINDOWS: dict[str, tuple[float | None, float]] = {
     "all": (None, 0),
 }
 RECENT_S = 300.0  # tier health looks at the last five minutes
-STREAM_COLUMNS = (
-    "id",
-    "ts",
-    "host",
-    "tier",
-    "routed_tier",
-    "model",
-    "score",
-    "band",
-    "reason",
-    "cache_hit",
-    "summarized",
-    "fallback",
-    "probe",
-    "ok",
-    "error",
-    "latency_ms",
-    "ttft_ms",
-    "tokens_in",
-    "tokens_out",
-    "cost_usd",
-    "top_cost_usd",
-)
+# The live stream shows every column but the scope hash, the full reasons and decide time.
+STREAM_COLUMNS = ("id", *(c for c in COLUMNS if c not in ("scope", "reasons", "decide_ms")))
 
 
 @dataclass(frozen=True)
