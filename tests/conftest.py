@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.servers import Stub, start_stub
+from tierwise.telemetry.record import RequestRecord
 
 # LiteLLM fetches its model cost map at import unless told to use the bundled copy; tests are
 # offline (and the retries cost seconds).
@@ -56,6 +57,22 @@ def three_tiers(**overrides: Any) -> dict[str, Any]:
     if "rules" in overrides:
         config["rules"] = overrides["rules"]
     return config
+
+
+def sample_record(**changes: Any) -> RequestRecord:
+    """A decision-log row with plain defaults; keyword arguments change fields."""
+    fields: dict[str, Any] = {
+        "ts": 1_800_000_000.0,
+        "host": "litellm",
+        "scope": "s",
+        "tier": "local",
+        "routed_tier": "local",
+        "model": "m",
+        "score": 0.1,
+        "band": "LOW",
+        "reason": "complexity: LOW",
+    }
+    return RequestRecord(**{**fields, **changes})
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The `tierwise` command line: route, score, eval, bench, doctor, demo, train."""
+"""The `tierwise` command line: route, score, eval, bench, doctor, demo, train, dashboard,
+report."""
 
 from __future__ import annotations
 
@@ -165,6 +166,39 @@ def build_parser() -> argparse.ArgumentParser:
     bench_score.add_argument("--repeat", type=int, default=3)
     bench_score.add_argument("--json", type=Path, help="write the figures here too")
     bench_score.set_defaults(handler=cmd_bench_score)
+
+    blog = bench_sub.add_parser(
+        "log", help="per-request cost of logging, and dashboard load time on a large log"
+    )
+    blog.add_argument("--rows", type=int, default=100_000, help="rows in the generated log")
+    blog.add_argument("--calls", type=int, default=20_000, help="timed telemetry calls")
+    blog.add_argument("--json", type=Path, help="write the figures here too")
+    blog.set_defaults(handler=cmd_bench_log)
+
+    dash = sub.add_parser("dashboard", help="serve the web dashboard over the decision log")
+    dash.add_argument("--db", type=Path, help="decision log (default: from the config)")
+    dash.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    dash.add_argument("--port", type=int, default=8765)
+    dash.add_argument(
+        "--demo",
+        action="store_true",
+        help="first write a simulated day of traffic (to --db, or a temporary file)",
+    )
+    dash.add_argument("--rows", type=int, default=20_000, help="rows for --demo")
+    dash.set_defaults(handler=cmd_dashboard)
+
+    report = sub.add_parser("report", help="the dashboard's summary as tables in the terminal")
+    report.add_argument("--db", type=Path, help="decision log (default: from the config)")
+    report.add_argument("--window", default="24h", help="1h, 6h, 24h, 7d, 30d or all")
+    report.add_argument("--json", action="store_true", help="print the summary as JSON")
+    report.set_defaults(handler=cmd_report)
+
+    demo_log = sub.add_parser("demo-log", help="write a simulated, reproducible decision log")
+    demo_log.add_argument("path", type=Path, help="SQLite file to create or append to")
+    demo_log.add_argument("--rows", type=int, default=20_000)
+    demo_log.add_argument("--hours", type=float, default=24.0, help="span ending now")
+    demo_log.add_argument("--seed", type=int, default=7)
+    demo_log.set_defaults(handler=cmd_demo_log)
 
     train = sub.add_parser("train", help="fit the scorers' weights from labelled data")
     train.add_argument("--data", type=Path, default=SHARED_DATA)
@@ -518,4 +552,98 @@ def _train_learned(args: argparse.Namespace, heuristic: object) -> int:
     out = fit_learned.save(model, report, [balanced, *extra, gsm, mmlu], args.out)
     print(json.dumps(report, indent=2))
     print(f"learned heads written to {out}")
+    return 0
+
+
+def _log_path(args: argparse.Namespace, config: TierwiseConfig) -> Path:
+    """--db, else the config's telemetry.path, else the default location."""
+    from tierwise.telemetry.log import default_path
+
+    if args.db is not None:
+        return Path(args.db)
+    configured = config.telemetry.path
+    return Path(configured).expanduser() if configured else default_path()
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from tierwise.dashboard.server import DashboardServer
+    from tierwise.telemetry.demo import write_demo_log
+
+    config = _config(args)
+    if args.demo:
+        db = args.db or Path(tempfile.mkdtemp(prefix="tierwise-demo-")) / "decisions.db"
+        written = write_demo_log(db, rows=args.rows, config=config)
+        print(f"demo: wrote {written:,} simulated requests to {db}", file=sys.stderr)
+    else:
+        db = _log_path(args, config)
+        if not db.is_file():
+            print(
+                f"tierwise dashboard: no decision log at {db}; turn it on with "
+                "`telemetry: {log: true}` in the config, or run with --demo",
+                file=sys.stderr,
+            )
+            return 1
+    tiers = [t.name for t in config.ranked_tiers]
+    try:
+        server = DashboardServer(db, tiers, host=args.host, port=args.port)
+    except OSError as exc:
+        print(
+            f"tierwise dashboard: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
+        )
+        return 1
+    print(f"tierwise dashboard: {server.url} (reading {db}; Ctrl-C stops)", file=sys.stderr)
+    try:
+        server.serve_forever()
+    finally:
+        server.httpd.server_close()
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from tierwise.commands.report import format_report
+    from tierwise.telemetry.schema import open_reader
+    from tierwise.telemetry.summary import WINDOWS, summarize
+
+    config = _config(args)
+    if args.window not in WINDOWS:
+        print(f"tierwise report: --window must be one of {', '.join(WINDOWS)}", file=sys.stderr)
+        return EXIT_CONFIG
+    db = _log_path(args, config)
+    try:
+        conn = open_reader(db)
+        try:
+            summary = summarize(conn, args.window, [t.name for t in config.ranked_tiers])
+        finally:
+            conn.close()
+    except (FileNotFoundError, sqlite3.DatabaseError) as exc:
+        print(f"tierwise report: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_report(summary, str(db)))
+    return 0
+
+
+def cmd_demo_log(args: argparse.Namespace) -> int:
+    from tierwise.telemetry.demo import write_demo_log
+
+    written = write_demo_log(
+        args.path, rows=args.rows, hours=args.hours, seed=args.seed, config=_config(args)
+    )
+    print(f"wrote {written:,} simulated requests to {args.path}")
+    return 0
+
+
+def cmd_bench_log(args: argparse.Namespace) -> int:
+    import tierwise.bench.log as bench_log
+
+    results = bench_log.run(_config(args), rows=args.rows, calls=args.calls)
+    print(bench_log.format_results(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

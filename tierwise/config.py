@@ -224,12 +224,30 @@ class CacheConfig(StrictModel):
         return self
 
 
+class TelemetryConfig(StrictModel):
+    """The decision log (one SQLite row per request) and the Prometheus metrics.
+
+    The log is opt-in because it writes a file; metrics cost nothing until scraped.
+    """
+
+    log: bool = Field(False, description="write one row per request to the decision log")
+    path: str | None = Field(
+        None, description="SQLite file (default: $XDG_DATA_HOME/tierwise/decisions.db)"
+    )
+    retention_days: float = Field(30.0, gt=0, description="rows older than this are deleted")
+    metrics: bool = Field(True, description="update Prometheus metrics (prometheus-client)")
+    queue_size: int = Field(
+        10000, ge=10, description="rows waiting for the writer; past this, rows are dropped"
+    )
+
+
 class TierwiseConfig(StrictModel):
     tiers: tuple[TierConfig, ...] = Field(..., min_length=1)
     scoring: ScoringConfig = ScoringConfig()
     rules: RulesConfig = RulesConfig()
     cache: CacheConfig = CacheConfig()
     encoder: EncoderConfig = EncoderConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
 
     @model_validator(mode="after")
     def _consistent_tiers(self) -> TierwiseConfig:
