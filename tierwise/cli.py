@@ -120,6 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--dry-run", action="store_true", help="print, write nothing")
     calibrate.set_defaults(handler=cmd_calibrate)
 
+    eval_cache = sub.add_parser(
+        "eval-cache", help="semantic cache: paraphrase hit rate vs near-miss false hits"
+    )
+    eval_cache.add_argument("--data", type=Path, default=SHARED_DATA)
+    eval_cache.add_argument("--json", type=Path, help="write the full report here")
+    eval_cache.add_argument("--plot", type=Path, help="write the curves as a PNG")
+    eval_cache.add_argument("--no-guard", action="store_true", help="without the anchor guard")
+    eval_cache.set_defaults(handler=cmd_eval_cache)
+
     bench = sub.add_parser("bench", help="benchmarks that print figures")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     decide = bench_sub.add_parser("decide", help="p50/p99 decision latency vs LiteLLM's")
@@ -158,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--burst", type=int, default=400, help="requests per throughput burst")
     proxy.add_argument("--json", type=Path, help="write the figures here too")
     proxy.set_defaults(handler=cmd_bench_proxy)
+
+    bench_cache = bench_sub.add_parser(
+        "cache", help="cache lookup p50/p99 at 1k/10k/100k entries, insert rate, memory"
+    )
+    bench_cache.add_argument("--data", type=Path, default=SHARED_DATA)
+    bench_cache.add_argument("--sizes", default="1000,10000,100000", help="entry counts")
+    bench_cache.add_argument("--json", type=Path, help="write the figures here too")
+    bench_cache.set_defaults(handler=cmd_bench_cache)
 
     bench_score = bench_sub.add_parser(
         "score", help="p50/p99 of the learned path at ~64 and ~512 tokens; RSS after loading"
@@ -413,6 +430,50 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"previous config kept as {backup}", file=sys.stderr)
     target.write_text(yaml.safe_dump(updated, sort_keys=False), encoding="utf-8")
     print(f"thresholds written to {target} (comments are not kept)", file=sys.stderr)
+    return 0
+
+
+def cmd_eval_cache(args: argparse.Namespace) -> int:
+    from tierwise.cache import evaluate
+    from tierwise.encoder import EncoderUnavailable, shared_encoder
+
+    config = _config(args)
+    window = config.encoder.model_copy(update={"max_tokens": config.cache.window_tokens})
+    try:
+        encoder = shared_encoder(window)
+    except EncoderUnavailable as exc:
+        print(f"tierwise eval-cache: {exc}", file=sys.stderr)
+        return 1
+    report = evaluate.run(args.data, encoder, guard=not args.no_guard)
+    print(evaluate.format_report(report, config.cache.similarity))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    if args.plot:
+        evaluate.plot(report, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def cmd_bench_cache(args: argparse.Namespace) -> int:
+    from tierwise.bench import cache, decide
+    from tierwise.encoder import EncoderUnavailable, shared_encoder
+
+    config = _config(args)
+    window = config.encoder.model_copy(update={"max_tokens": config.cache.window_tokens})
+    try:
+        encoder = shared_encoder(window)
+    except EncoderUnavailable as exc:
+        print(f"tierwise bench cache: {exc}", file=sys.stderr)
+        return 1
+    paths = sorted(args.data.glob("**/*.jsonl")) if args.data.is_dir() else []
+    if not paths:
+        paths = [Path(str(resources.files("tierwise.defaults").joinpath("examples.jsonl")))]
+    prompts = decide.load_prompts(paths)
+    sizes = [int(n) for n in args.sizes.split(",")]
+    results = cache.run(encoder, prompts, sizes)
+    print(cache.format_results(results, encoder.max_tokens))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

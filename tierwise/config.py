@@ -216,6 +216,12 @@ class CacheConfig(StrictModel):
     anchor_guard: bool = Field(
         True, description="a semantic hit also needs the same numbers and names in the question"
     )
+    window_tokens: int = Field(
+        128,
+        ge=8,
+        le=512,
+        description="questions up to this many tokens match by meaning; longer ones exactly",
+    )
 
     @model_validator(mode="after")
     def _redis_needs_url(self) -> CacheConfig:

@@ -57,6 +57,7 @@ PROBES = (
     "Translate 'good morning' into Spanish and German.",
 )
 EMBED_KEY = "embedding"  # request.memo key shared with the semantic cache
+WINDOW_KEY = "embedding_window"  # the max_tokens that vector was computed with
 
 
 class EncoderUnavailable(RuntimeError):
@@ -132,6 +133,16 @@ class Encoder:
         ids = self._tokenizer.encode(text).ids
         return ids if len(ids) <= self.max_tokens else ids[:head] + ids[-tail:]
 
+    def token_count(self, text: str, limit: int = 512) -> int:
+        """Tokens of the whole text with [CLS]/[SEP]; texts far past `limit` count as limit+1."""
+        if len(text) > 24 * limit:
+            return limit + 1
+        return len(self._tokenizer.encode(text).ids)
+
+    def covers(self, text: str) -> bool:
+        """Whether the whole text fits the encoder's window (so its vector saw all of it)."""
+        return self.token_count(text, self.max_tokens) <= self.max_tokens
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One L2-normalized float32 row per text."""
         if not texts:
@@ -159,6 +170,7 @@ class Encoder:
         if vector is None:
             vector = self.embed([request.last_user_text])[0]
             request.memo[EMBED_KEY] = vector
+            request.memo[WINDOW_KEY] = self.max_tokens
         return np.asarray(vector)
 
 

@@ -6,7 +6,9 @@ Correctness rules, in the order they are checked:
 - only within one partition (tenant scope + model group + system prompt + earlier turns +
   answer-shaping parameters);
 - an answer produced by tier T serves only requests whose decision is T or a cheaper tier;
-- a semantic match must also keep the question's numbers and names (anchor guard);
+- a semantic match must also keep the question's numbers and names (anchor guard), and
+  both questions must fit the encoder's window: a vector of a long question's head and
+  tail says nothing about its middle, so long questions are matched exactly or not at all;
 - entries expire after ttl_s; past max_entries the least recently used go first.
 Any storage fault turns the cache off with one warning; requests are served regardless.
 """
@@ -21,7 +23,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,7 +35,18 @@ from tierwise.request import ChatRequest
 
 log = logging.getLogger(__name__)
 EXPIRY_SWEEP_EVERY = 1024  # puts between sweeps for expired entries
-Embed = Callable[[Sequence[str]], np.ndarray]
+
+
+class Embedder(Protocol):
+    """What the cache needs from an encoder (tierwise.encoder.Encoder is one)."""
+
+    max_tokens: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def token_count(self, text: str, limit: int = 512) -> int: ...
+
+    def covers(self, text: str) -> bool: ...
 
 
 def default_directory() -> Path:
@@ -56,12 +69,12 @@ class SemanticCache:
     def __init__(
         self,
         config: CacheConfig,
-        embed: Embed | None,
+        encoder: Embedder | None,
         store: Store | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self.embed = embed
+        self.encoder = encoder
         self.clock = clock
         self.disabled_reason = ""
         self._lock = threading.RLock()
@@ -117,15 +130,30 @@ class SemanticCache:
         return f"{scope}|{keys.context_part(request)}"
 
     def vector(self, request: ChatRequest) -> np.ndarray | None:
-        """The question's embedding, computed once per request and shared via request.memo."""
-        cached = request.memo.get("embedding")
-        if cached is not None:
-            return np.asarray(cached, dtype=np.float32)
-        if self.embed is None:
+        """The embedding of the whole question, or None when it is too long to match by meaning.
+
+        The scorer's vector (request.memo) is reused when its window held the whole question;
+        the cache's own window is usually wider, so longer questions get one more pass.
+        """
+        if self.encoder is None:
             return None
-        vector = np.asarray(self.embed([request.last_user_text])[0], dtype=np.float32)
-        request.memo["embedding"] = vector
-        return vector
+        question = request.last_user_text
+        tokens = self.encoder.token_count(question, self.encoder.max_tokens)
+        if tokens > self.encoder.max_tokens:
+            return None
+        shared = request.memo.get("embedding")
+        if shared is not None and tokens <= int(request.memo.get("embedding_window", 0)):
+            return np.asarray(shared, dtype=np.float32)
+        key = f"embedding@{self.encoder.max_tokens}"
+        if key not in request.memo:
+            request.memo[key] = self.encoder.embed([question])[0]
+        return np.asarray(request.memo[key], dtype=np.float32)
+
+    def _partial_vector(self, request: ChatRequest) -> np.ndarray | None:
+        """A long question is stored for exact matches; its vector only fills the index slot."""
+        if self.encoder is None:
+            return None
+        return np.asarray(self.encoder.embed([request.last_user_text])[0], dtype=np.float32)
 
     def lookup(
         self, request: ChatRequest, tier_order: int, opt_out: bool = False
@@ -143,7 +171,7 @@ class SemanticCache:
                     return hit
             query = self.vector(request)
             if query is None:
-                return None
+                return None  # too long to match by meaning: exact matches only
             self._sync()
             with self._lock:
                 index = self._indexes.get(partition)
@@ -175,6 +203,8 @@ class SemanticCache:
             return None
         if entry.tier_order < tier_order:
             return None  # produced by a cheaper tier than this request needs
+        if not exact and not entry.whole:
+            return None
         if guard is not None and not keys.anchors_agree(guard, entry.question):
             return None
         with self._lock:
@@ -194,7 +224,8 @@ class SemanticCache:
         """Store an answer; False when the request may not be cached or the cache is off."""
         if self.skip_reason(request, opt_out) is not None or self.store is None:
             return False
-        vector = self.vector(request)
+        whole = self.vector(request)
+        vector = whole if whole is not None else self._partial_vector(request)
         if vector is None:
             return False
         now = self.clock()
@@ -210,6 +241,7 @@ class SemanticCache:
             tier_order=tier_order,
             created=now,
             expires=now + self.config.ttl_s,
+            whole=whole is not None,
         )
         try:
             self.store.add(entry, self.config.ttl_s)

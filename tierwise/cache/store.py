@@ -39,6 +39,7 @@ class Entry:
     tier_order: int
     created: float
     expires: float
+    whole: bool = True  # the embedding saw the whole question (else exact matches only)
 
     def to_json(self) -> str:
         data = asdict(self)
