@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from litellm_plugin.metrics import MetricsPoller, ReplicaLoad, Target, least_loaded
 from litellm_plugin.settings import METRICS_KEY, TIER_KEY, PluginSetup
 from litellm_plugin.steps import Step, load_steps
+from tierwise.cache import SemanticCache, cache_encoder
 from tierwise.decision import Decision
 from tierwise.request import ChatRequest, Scope
 from tierwise.router import TierRouter
@@ -29,6 +30,9 @@ RECORD_KEY = "tierwise"
 HEADER_MAX = 240
 # Errors that say the tier is unwell (not that the request was bad): count them for health.
 SERVER_SIDE = frozenset({408, 429})
+
+
+MEMOS_KEPT = 4096  # requests in flight whose memo the cache backend may ask for
 
 
 class Engine:
@@ -49,17 +53,37 @@ class Engine:
         self.steps: list[Step] = load_steps(self.settings.steps, setup)
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
+        self.cache: SemanticCache | None = None
+        # request.memo (e.g. the question's embedding) by litellm_call_id, so the cache
+        # backend, which LiteLLM calls with its own kwargs, reuses what deciding computed.
+        self._memos: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the background signal sources (NVML thread, /metrics poller)."""
+        """Start the background signal sources (NVML thread, /metrics poller) and the cache."""
         self.router.start_monitors()
         self.poller.start()
+        if self.setup.config.cache.enabled:
+            self.cache = SemanticCache(self.setup.config.cache, cache_encoder(self.setup.config))
 
     def close(self) -> None:
         self.poller.stop()
         self.router.close()
+        if self.cache is not None:
+            self.cache.close()
+
+    def remember_memo(self, call_id: object, memo: dict[str, Any]) -> None:
+        if not isinstance(call_id, str) or not memo:
+            return
+        with self._stats_lock:
+            self._memos[call_id] = memo
+            while len(self._memos) > MEMOS_KEPT:
+                self._memos.popitem(last=False)
+
+    def memo_of(self, call_id: object) -> dict[str, Any]:
+        with self._stats_lock:
+            return dict(self._memos.get(call_id, {})) if isinstance(call_id, str) else {}
 
     def count(self, what: str) -> int:
         with self._stats_lock:
@@ -73,8 +97,10 @@ class Engine:
 
     def request_view(self, body: Mapping[str, Any], metadata: Mapping[str, Any]) -> ChatRequest:
         """The core's view of a LiteLLM request body; raises RequestError when malformed."""
+        # The end user a client names (`user`) partitions the cache further, but only ever
+        # inside its API key's scope: naming someone else's id reaches nothing of theirs.
         scope = Scope(
-            user=_str(metadata.get("user_api_key_user_id")) or _str(body.get("user")),
+            user=_str(body.get("user")) or _str(metadata.get("user_api_key_user_id")),
             team=_str(metadata.get("user_api_key_team_id")),
             api_key=_str(metadata.get("user_api_key_hash")),
         )

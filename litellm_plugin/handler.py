@@ -24,6 +24,7 @@ from typing import Any
 from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 
+from litellm_plugin import cache
 from litellm_plugin.engine import (
     Engine,
     metadata_of,
@@ -52,6 +53,8 @@ class TierwiseHandler(CustomLogger):
         """Validate the config (ConfigError names the key) and start the signal sources."""
         engine = Engine(setup_from_proxy_config(proxy_config, where))
         engine.start()
+        if engine.cache is not None:
+            cache.install(engine, engine.cache)
         return cls(engine)
 
     # -- before the call -------------------------------------------------------------------
@@ -85,6 +88,9 @@ class TierwiseHandler(CustomLogger):
         await self._run_steps("after_route", call)
         record = engine.record_of(decision, fail_open=fail_open)
         engine.attach(metadata, record)
+        if engine.cache is not None:
+            cache.install(engine, engine.cache)
+            engine.remember_memo(data.get("litellm_call_id"), request.memo)
         self._ensure_retries(data, record)
         return data
 

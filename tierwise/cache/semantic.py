@@ -30,7 +30,7 @@ import numpy as np
 from tierwise.cache import keys
 from tierwise.cache.index import VectorIndex
 from tierwise.cache.store import DiskStore, Entry, RedisStore, Store, StoreError
-from tierwise.config import CacheConfig
+from tierwise.config import CacheConfig, TierwiseConfig
 from tierwise.request import ChatRequest
 
 log = logging.getLogger(__name__)
@@ -138,8 +138,9 @@ class SemanticCache:
         if self.encoder is None:
             return None
         question = request.last_user_text
-        tokens = self.encoder.token_count(question, self.encoder.max_tokens)
-        if tokens > self.encoder.max_tokens:
+        window = min(self.config.window_tokens, self.encoder.max_tokens)
+        tokens = self.encoder.token_count(question, window)
+        if tokens > window:
             return None
         shared = request.memo.get("embedding")
         if shared is not None and tokens <= int(request.memo.get("embedding_window", 0)):
@@ -149,10 +150,11 @@ class SemanticCache:
             request.memo[key] = self.encoder.embed([question])[0]
         return np.asarray(request.memo[key], dtype=np.float32)
 
-    def _partial_vector(self, request: ChatRequest) -> np.ndarray | None:
-        """A long question is stored for exact matches; its vector only fills the index slot."""
+    def _partial_vector(self, request: ChatRequest) -> np.ndarray:
+        """A long question (or any, without an encoder) is stored for exact matches only; its
+        vector just fills the index slot."""
         if self.encoder is None:
-            return None
+            return np.zeros(1, dtype=np.float32)
         return np.asarray(self.encoder.embed([request.last_user_text])[0], dtype=np.float32)
 
     def lookup(
@@ -226,8 +228,6 @@ class SemanticCache:
             return False
         whole = self.vector(request)
         vector = whole if whole is not None else self._partial_vector(request)
-        if vector is None:
-            return False
         now = self.clock()
         partition = self.partition(request)
         entry = Entry(
@@ -312,3 +312,18 @@ class SemanticCache:
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
+
+
+def cache_encoder(config: TierwiseConfig) -> Embedder | None:
+    """The encoder the cache matches with: the configured one, with the cache's window.
+
+    Without one (no onnxruntime or weights) the cache still answers exact repeats.
+    """
+    from tierwise.encoder import EncoderUnavailable, shared_encoder
+
+    window = config.encoder.model_copy(update={"max_tokens": config.cache.window_tokens})
+    try:
+        return shared_encoder(window)
+    except EncoderUnavailable as exc:
+        log.warning("semantic cache without an encoder (%s): exact repeats only", exc)
+        return None

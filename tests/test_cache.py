@@ -1,0 +1,253 @@
+"""The semantic cache end to end with the real encoder: rules, faults, processes, Redis."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers import Service, start_redis
+from tierwise.cache import SemanticCache, cache_encoder
+from tierwise.cache.semantic import Embedder
+from tierwise.config import CacheConfig, load_config
+from tierwise.request import ChatRequest, Scope
+
+ALICE = Scope(user="alice", api_key="sk-alice")
+BOB = Scope(user="bob", api_key="sk-bob")
+ANSWER = {"content": "Canberra.", "finish_reason": "stop", "usage": {"completion_tokens": 2}}
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Embedder:
+    found = cache_encoder(load_config())
+    assert found is not None, "the encoder must load here (scripts/setup.sh installs it)"
+    return found
+
+
+def ask(text: str, scope: Scope | None = ALICE, **body: Any) -> ChatRequest:
+    payload = {"model": "auto", "messages": [{"role": "user", "content": text}], **body}
+    return ChatRequest.from_openai(payload, scope=scope)
+
+
+def make(tmp_path: Path, encoder: Embedder, **settings: Any) -> SemanticCache:
+    config = CacheConfig(enabled=True, directory=str(tmp_path / "cache"), **settings)
+    return SemanticCache(config, encoder)
+
+
+def test_exact_and_paraphrase_hits(tmp_path: Path, encoder: Embedder) -> None:
+    cache = make(tmp_path, encoder)
+    assert cache.lookup(ask("What is the capital of Australia?"), 0) is None
+    assert cache.put(ask("What is the capital of Australia?"), ANSWER, "local", 0)
+    exact = cache.lookup(ask("  what is the capital of australia? "), 0)
+    assert exact is not None and exact.exact and exact.response == ANSWER
+    similar = cache.lookup(ask("Which city is the capital of Australia?"), 0)
+    assert similar is not None and not similar.exact and similar.similarity >= 0.87
+    assert cache.lookup(ask("What is the capital of Austria?"), 0) is None  # a near miss
+
+
+def test_tenants_never_share_answers(tmp_path: Path, encoder: Embedder) -> None:
+    cache = make(tmp_path, encoder)
+    cache.put(ask("What is the capital of Australia?", ALICE), ANSWER, "local", 0)
+    assert cache.lookup(ask("What is the capital of Australia?", BOB), 0) is None
+    assert cache.lookup(ask("What is the capital of Australia?", None), 0) is None
+    shared = make(tmp_path / "global", encoder, scope="global")
+    shared.put(ask("What is the capital of Australia?", ALICE), ANSWER, "local", 0)
+    assert shared.lookup(ask("What is the capital of Australia?", BOB), 0) is not None
+
+
+def test_the_whole_conversation_is_the_key(tmp_path: Path, encoder: Embedder) -> None:
+    cache = make(tmp_path, encoder)
+    cache.put(ask("Translate it to French."), ANSWER, "local", 0)
+    follow_up = ChatRequest.from_openai(
+        {
+            "model": "auto",
+            "messages": [
+                {"role": "user", "content": "Say 'good night'."},
+                {"role": "assistant", "content": "Good night."},
+                {"role": "user", "content": "Translate it to French."},
+            ],
+        },
+        scope=ALICE,
+    )
+    assert cache.lookup(follow_up, 0) is None
+    with_system = ChatRequest.from_openai(
+        {
+            "model": "auto",
+            "messages": [
+                {"role": "system", "content": "Answer in German."},
+                {"role": "user", "content": "Translate it to French."},
+            ],
+        },
+        scope=ALICE,
+    )
+    assert cache.lookup(with_system, 0) is None
+    assert cache.lookup(ask("Translate it to French.", model="other"), 0) is None
+
+
+def test_an_answer_serves_only_requests_its_tier_could_serve(
+    tmp_path: Path, encoder: Embedder
+) -> None:
+    cache = make(tmp_path, encoder)
+    cache.put(ask("Explain how a hash table works."), ANSWER, "local", 0)
+    assert cache.lookup(ask("Explain how a hash table works."), 0) is not None
+    assert cache.lookup(ask("Explain how a hash table works."), 2) is None  # decided cloud
+    cache.put(ask("Explain how a B-tree works."), ANSWER, "cloud", 2)
+    assert cache.lookup(ask("Explain how a B-tree works."), 0) is not None  # cheaper is fine
+
+
+def test_requests_that_must_not_be_cached(tmp_path: Path, encoder: Embedder) -> None:
+    cache = make(tmp_path, encoder, max_temperature=0.7)
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    image = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},
+    ]
+    cases = {
+        "the request uses tools": ask("hi", tools=tools),
+        "temperature 1.2 > 0.7": ask("hi", temperature=1.2),
+        "the question carries images": ask(image),
+        "no user, team or key": ask("hi", scope=None),
+    }
+    for reason, request in cases.items():
+        assert reason in str(cache.skip_reason(request))
+        assert not cache.put(request, ANSWER, "local", 0)
+    assert cache.skip_reason(ask("hi"), opt_out=True) == "the client opted out"
+    assert cache.skip_reason(ask("hi", temperature=0.2)) is None
+
+
+def test_long_questions_match_exactly_but_never_by_meaning(
+    tmp_path: Path, encoder: Embedder
+) -> None:
+    cache = make(tmp_path, encoder, window_tokens=16)
+    long_question = "Please describe, in detail, the steps a compiler takes to optimise loops."
+    cache.put(ask(long_question), ANSWER, "local", 0)
+    assert cache.lookup(ask(long_question), 0) is not None  # exact
+    reworded = long_question.replace("describe, in detail,", "explain in detail")
+    assert cache.lookup(ask(reworded), 0) is None
+
+
+def test_entries_expire_and_lru_evicts(tmp_path: Path, encoder: Embedder) -> None:
+    now = [1000.0]
+    config = CacheConfig(enabled=True, directory=str(tmp_path / "c"), ttl_s=60, max_entries=100)
+    cache = SemanticCache(config, encoder, clock=lambda: now[0])
+    cache.put(ask("What is the boiling point of water?"), ANSWER, "local", 0)
+    now[0] += 61
+    assert cache.lookup(ask("What is the boiling point of water?"), 0) is None
+    for i in range(105):
+        cache.put(ask(f"Question number {i} about rivers in Peru"), ANSWER, "local", 0)
+    assert len(cache) <= 100
+    assert cache.lookup(ask("Question number 104 about rivers in Peru"), 0) is not None
+
+
+def test_an_unwritable_directory_turns_the_cache_off(
+    tmp_path: Path, encoder: Embedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    if os.geteuid() == 0:
+        blocked = tmp_path / "file-not-dir"
+        blocked.write_text("x")  # even root cannot make a directory below a file
+        directory = blocked / "cache"
+    else:
+        directory = tmp_path / "ro"
+        directory.mkdir()
+        directory.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    cache = SemanticCache(CacheConfig(enabled=True, directory=str(directory)), encoder)
+    assert not cache.enabled and "cannot open" in cache.disabled_reason
+    assert cache.lookup(ask("hi"), 0) is None
+    assert not cache.put(ask("hi"), ANSWER, "local", 0)
+    assert "semantic cache turned off" in caplog.text
+
+
+def test_a_store_that_fails_later_turns_the_cache_off(tmp_path: Path, encoder: Embedder) -> None:
+    cache = make(tmp_path, encoder)
+    cache.put(ask("What is the capital of Australia?"), ANSWER, "local", 0)
+    shutil.rmtree(tmp_path / "cache")
+    (tmp_path / "cache").write_text("now a file")  # the database's directory vanished
+    for _ in range(3):  # whatever the store does now, requests keep being answered
+        cache.put(ask("Another question?"), ANSWER, "local", 0)
+        cache.lookup(ask("Which city is the capital of Australia?"), 0)
+    assert isinstance(cache.enabled, bool)
+
+
+def _writer(directory: str, worker: int, count: int) -> None:
+    encoder = cache_encoder(load_config())
+    cache = SemanticCache(CacheConfig(enabled=True, directory=directory, scope="global"), encoder)
+    for i in range(count):
+        cache.put(ask(f"Worker {worker} asks question {i} about glaciers"), ANSWER, "local", 0)
+    cache.close()
+
+
+@pytest.mark.integration
+def test_several_processes_write_at_once_without_corruption(
+    tmp_path: Path, encoder: Embedder
+) -> None:
+    directory = str(tmp_path / "shared")
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_writer, args=(directory, w, 40)) for w in range(4)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(timeout=240)
+        assert process.exitcode == 0
+    reader = SemanticCache(CacheConfig(enabled=True, directory=directory, scope="global"), encoder)
+    assert len(reader) == 160
+    for w in range(4):
+        hit = reader.lookup(ask(f"Worker {w} asks question 39 about glaciers"), 0)
+        assert hit is not None and hit.exact
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server missing: run scripts/system-deps.sh (scripts/test.sh does)")
+    service: Service = start_redis(tmp_path)
+    yield service.url
+    service.stop()
+
+
+@pytest.mark.integration
+def test_replicas_share_one_redis_cache(redis_url: str, encoder: Embedder) -> None:
+    config = CacheConfig(enabled=True, backend="redis", redis_url=redis_url)
+    first, second = SemanticCache(config, encoder), SemanticCache(config, encoder)
+    first.put(ask("What is the capital of Australia?"), ANSWER, "cloud", 2)
+    hit = second.lookup(ask("Which city is the capital of Australia?"), 0)
+    assert hit is not None and hit.tier == "cloud"
+    assert second.lookup(ask("Which city is the capital of Australia?", BOB), 0) is None
+
+
+def test_unreachable_redis_turns_the_cache_off(encoder: Embedder) -> None:
+    config = CacheConfig(enabled=True, backend="redis", redis_url="redis://127.0.0.1:1/0")
+    cache = SemanticCache(config, encoder)
+    assert not cache.enabled
+    assert cache.lookup(ask("hi"), 0) is None
+
+
+@pytest.mark.integration
+def test_ten_thousand_mixed_user_requests_never_cross_tenants(
+    tmp_path: Path, encoder: Embedder
+) -> None:
+    """Users ask overlapping questions; every hit must be the asker's own earlier answer."""
+    rng = random.Random(7)
+    questions = [f"What is the population of city number {i} in the dataset?" for i in range(40)]
+    questions += [f"How do I reverse a list in language {i}?" for i in range(40)]
+    vectors = {q: encoder.embed([q])[0] for q in questions}
+    users = [Scope(user=f"user{u}", api_key=f"sk-{u % 7}") for u in range(25)]
+    cache = make(tmp_path, encoder)
+    hits = 0
+    for _ in range(10_000):
+        user, question = rng.choice(users), rng.choice(questions)
+        request = ask(question, user)
+        request.memo["embedding"], request.memo["embedding_window"] = vectors[question], 10**6
+        hit = cache.lookup(request, 0)
+        if hit is None:
+            cache.put(request, {"content": f"for {user.user}: {question}"}, "local", 0)
+            continue
+        hits += 1
+        assert hit.response["content"] == f"for {user.user}: {question}"
+    assert hits > 5000, "the test must exercise hits, not only misses"
