@@ -348,12 +348,20 @@ def test_a_summary_made_for_another_tier_seeds_the_fold() -> None:
     r = router(recorder, hpc={"context_window": 9000, "output_reserve": 512})
     req = request(chat(30))
     r.prepare(req, "hpc")
-    hpc_transcript = recorder.jobs[0].messages[1]["content"]
-    r.prepare(req, "local")
-    local_job = recorder.jobs[1].messages[1]["content"]
-    assert SUMMARY in local_job  # folded from hpc's summary...
-    assert "What is 0 plus 0?" in hpc_transcript
-    assert "What is 0 plus 0?" not in local_job  # ...so the old turns are not read again
+    assert "What is 0 plus 0?" in recorder.jobs[0].messages[1]["content"]
+    fitted = r.prepare(req, "local")
+    assert SUMMARY in fitted.messages[1]["content"]  # built on hpc's summary...
+    assert all("What is 0 plus 0?" not in j.messages[1]["content"] for j in recorder.jobs[1:])
+    # ...so the old turns are not read again; a longer one is shortened by a call
+    long_summary = " ".join(f"point{n} was agreed." for n in range(400))
+    r2 = router(Recorder(long_summary), hpc={"context_window": 9000, "output_reserve": 512})
+    r2.prepare(req, "hpc")
+    shortener = Recorder()
+    r2.summarizer = shortener
+    fitted = r2.prepare(req, "local")
+    assert fitted.action == "summarized" and len(shortener.jobs) == 1
+    assert "point0 was agreed." in shortener.jobs[0].messages[1]["content"]
+    assert "What is 0 plus 0?" not in shortener.jobs[0].messages[1]["content"]
 
 
 def test_prepare_refuses_a_tier_that_cannot_hold_the_latest_turn() -> None:

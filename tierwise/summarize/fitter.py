@@ -44,6 +44,7 @@ from tierwise.summarize.prompt import (
     instruction_tokens,
     notice_block,
     render,
+    shorten_middle,
     summary_block,
 )
 from tierwise.tokens import MESSAGE_OVERHEAD, TokenCounter, default_counter
@@ -54,9 +55,11 @@ Action = Literal["fits", "cached", "summarized", "truncated"]
 BREAKER = "summarizer"
 MIN_TRANSCRIPT_TOKENS = 256
 # Below this share per message a catch-up transcript is clipped as a whole instead.
-MIN_SHARE_TOKENS = 24
+MIN_SHARE_TOKENS = 32
 # A transcript line's role label, separator and media notes.
 RENDER_OVERHEAD = 12
+NOTHING_NEW = "(no new messages: only shorten the summary so far)"
+MARKER_TOKENS = 12  # the "[... about N tokens left out ...]" note in a shortened message
 
 
 class ContextOverflow(ValueError):
@@ -159,13 +162,18 @@ class Fitting:
             return
         self._cut = self._choose_cut(config.summarize.keep_ratio)
         self._seed_from_other_tiers()
-        self._transcript = self._render(self._covered_to, self._cut)
+        left = self.fitter.health.cooling_down(BREAKER)
         if self.budget < MIN_SUMMARY_TOKENS:
             self._failure = f"only {self.budget} tokens of room for a summary"
-        else:
-            left = self.fitter.health.cooling_down(BREAKER)
-            if left > 0:
-                self._failure = f"summarizer cooling down for {left:.0f}s after failures"
+        elif left > 0:
+            self._failure = f"summarizer cooling down for {left:.0f}s after failures"
+        elif self._covered_to < self._cut or self._over_budget():
+            self._transcript = self._render(self._covered_to, self._cut)
+        elif self._summary is not None:  # another tier's summary covers it all and fits
+            self.fitter.cache.put(self._key(self.tier.summary_tokens, self._cut), self._summary)
+
+    def _over_budget(self) -> bool:
+        return self._summary is not None and self._summary.tokens > self.budget
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -219,7 +227,7 @@ class Fitting:
             return self._done
         if self._covered_to < self._cut:
             return self._assemble("truncated")
-        return self._assemble("summarized")
+        return self._assemble("summarized" if self._calls else "cached")
 
     # -- planning --------------------------------------------------------------------------
 
@@ -277,6 +285,8 @@ class Fitting:
         """
         cap = self._transcript_cap()
         indices = self.layout.old(start, end)
+        if not indices:
+            return NOTHING_NEW
         units = [render(self.request.messages[i]) for i in indices]
         # Sizes from the counts the request already has (no second pass of the tokenizer);
         # the joined transcript is counted exactly before it is sent.
@@ -284,7 +294,7 @@ class Fitting:
         level = _water_level(sizes, cap) if sum(sizes) > cap else max(sizes, default=0)
         while level >= MIN_SHARE_TOKENS:
             text = "\n\n".join(
-                u if size <= level else clip_middle(u, level, self.counter)
+                u if size <= level else shorten_middle(u, level - MARKER_TOKENS, size)
                 for u, size in zip(units, sizes, strict=True)
             )
             if self.counter.count(text) <= cap:

@@ -159,6 +159,16 @@ def clip_middle(text: str, max_tokens: int, counter: TokenCounter) -> str:
     return marker.strip()
 
 
+def shorten_middle(text: str, keep_tokens: int, total_tokens: int) -> str:
+    """Head and tail of `text` holding about `keep_tokens` of its `total_tokens`, estimated by
+    characters (no tokenizer pass): for many messages at once, the caller counts the result."""
+    if total_tokens <= keep_tokens:
+        return text
+    share = int(len(text) * max(0, keep_tokens) / total_tokens) // 2
+    marker = f"\n[... about {total_tokens - keep_tokens} tokens left out ...]\n"
+    return text[:share] + marker + (text[-share:] if share else "")
+
+
 def _offset(text: str, tokens: int, total: int, counter: TokenCounter) -> int:
     """Character offset where token number `tokens` starts (estimated without a tokenizer)."""
     if tokens <= 0:
