@@ -1,5 +1,4 @@
-"""The `tierwise` command line: route, score, eval, bench, doctor, demo, train, dashboard,
-report."""
+"""The `tierwise` command line: route, score, evaluate, benchmark, run and inspect."""
 
 from __future__ import annotations
 
@@ -217,6 +216,40 @@ def build_parser() -> argparse.ArgumentParser:
     demo_log.add_argument("--seed", type=int, default=7)
     demo_log.set_defaults(handler=cmd_demo_log)
 
+    summ = sub.add_parser(
+        "eval-summarize",
+        help="long chats: share of turns kept on their tier, with and without summarization",
+    )
+    summ.add_argument(
+        "--prompts",
+        type=Path,
+        default=SHARED_DATA / "complexity" / "stream_balanced_dev.jsonl",
+        help="JSONL with a 'text' per line: the questions and reply text chats are built from",
+    )
+    summ.add_argument("--chats", type=_positive_int, default=30, help="how many chats")
+    summ.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=(2.0, 4.0, 8.0),
+        help="comma-separated multiples of the cheapest tier's window to grow chats to",
+    )
+    summ.add_argument("--seed", type=int, default=7)
+    summ.add_argument(
+        "--summarizer-url",
+        help="OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1); default: start the "
+        "local stand-in server",
+    )
+    summ.add_argument("--summarizer-model", default="summarizer", help="model name to ask for")
+    summ.add_argument(
+        "--summarizer-latency-ms",
+        type=float,
+        default=0.0,
+        help="delay the stand-in server adds before answering (ignored with --summarizer-url)",
+    )
+    summ.add_argument("--json", type=Path, help="write the report and every turn here")
+    summ.add_argument("--quiet", action="store_true", help="no progress bar")
+    summ.set_defaults(handler=cmd_eval_summarize)
+
     train = sub.add_parser("train", help="fit the scorers' weights from labelled data")
     train.add_argument("--data", type=Path, default=SHARED_DATA)
     train.add_argument(
@@ -241,6 +274,28 @@ def _unit_interval(text: str) -> float:
 
 def _config(args: argparse.Namespace) -> TierwiseConfig:
     return load_config(args.config)
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
+    return number
+
+
+def _sizes(value: str) -> tuple[float, ...]:
+    try:
+        sizes = tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or any(not 0 < s <= 64 for s in sizes):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated multiples between 0 and 64, like 2,4,8; got {value!r}"
+        )
+    return sizes
 
 
 def cmd_route(args: argparse.Namespace) -> int:
@@ -560,6 +615,12 @@ def cmd_bench_score(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def cmd_eval_summarize(args: argparse.Namespace) -> int:
+    from tierwise.commands import eval_summarize
+
+    return eval_summarize.run(args, _config(args))
 
 
 def cmd_train(args: argparse.Namespace) -> int:

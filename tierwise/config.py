@@ -83,6 +83,22 @@ class SlaSettings(StrictModel):
     )
 
 
+class TierSummary(StrictModel):
+    """How a tier's window is shared when a long chat is summarized to fit it.
+
+    The defaults scale with the window: a small local window keeps a tight summary and few
+    verbatim turns; a large window keeps a fuller summary and more turns word for word.
+    """
+
+    enabled: bool = Field(True, description="false: never summarize into this tier")
+    summary_tokens: int | None = Field(
+        None, ge=32, description="longest summary (default: window/16, within 256..2048)"
+    )
+    recent_turns: int | None = Field(
+        None, ge=1, description="most turns kept verbatim (default: window/4096, within 2..32)"
+    )
+
+
 class TierConfig(StrictModel):
     """One rung of the ladder: a set of host models with one price, window and capability set."""
 
@@ -98,6 +114,7 @@ class TierConfig(StrictModel):
     )
     vram: VramSettings | None = None
     sla: SlaSettings | None = None
+    summary: TierSummary = TierSummary()
 
     @field_validator("name")
     @classmethod
@@ -109,10 +126,38 @@ class TierConfig(StrictModel):
             )
         return value
 
+    @model_validator(mode="after")
+    def _summary_leaves_room(self) -> TierConfig:
+        room = self.context_window - self.output_reserve
+        if self.summary.summary_tokens is not None and self.summary.summary_tokens > room // 2:
+            raise ValueError(
+                f"summary.summary_tokens ({self.summary.summary_tokens}) must be at most half "
+                f"of context_window less output_reserve ({room // 2}), so recent turns fit "
+                "beside it"
+            )
+        return self
+
+    def usable(self, margin: float = 0.0) -> int:
+        """Prompt tokens this tier can take while leaving room for the answer."""
+        return int(self.context_window * (1.0 - margin) - self.output_reserve)
+
     def fits(self, prompt_tokens: int, margin: float = 0.0) -> bool:
         """Whether a prompt of this many tokens leaves room for the answer."""
-        usable = self.context_window * (1.0 - margin) - self.output_reserve
-        return prompt_tokens <= usable
+        return prompt_tokens <= self.usable(margin)
+
+    @property
+    def summary_tokens(self) -> int:
+        """Longest summary injected when a chat is summarized to fit this tier."""
+        if self.summary.summary_tokens is not None:
+            return self.summary.summary_tokens
+        return min(2048, max(256, self.context_window // 16))
+
+    @property
+    def recent_turns(self) -> int:
+        """Most user turns kept verbatim when a new summary is made for this tier."""
+        if self.summary.recent_turns is not None:
+            return self.summary.recent_turns
+        return min(32, max(2, self.context_window // 4096))
 
 
 class Bands(StrictModel):
@@ -247,6 +292,29 @@ class TelemetryConfig(StrictModel):
     )
 
 
+class SummarizeConfig(StrictModel):
+    """Tier-aware context summarization: long chats stay on the tier their question needs."""
+
+    enabled: bool = Field(False, description="summarize old turns instead of escalating")
+    timeout_s: float = Field(20.0, gt=0, le=600, description="per summarizer call")
+    keep_ratio: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        description="share of the room beside the summary that verbatim turns fill when a new "
+        "summary is made; the rest absorbs later turns without another summarizer call",
+    )
+    input_tokens: int | None = Field(
+        None,
+        ge=256,
+        description="most transcript tokens sent in one summarizer call (default: what the "
+        "cheapest tier's window holds beside the summary)",
+    )
+    cache_entries: int = Field(4096, ge=1, description="rolling summaries kept in memory")
+    max_failures: int = Field(3, ge=1, description="failures in a row before a cool-down")
+    cooldown_s: float = Field(30.0, gt=0, description="truncate without calling meanwhile")
+
+
 class TierwiseConfig(StrictModel):
     tiers: tuple[TierConfig, ...] = Field(..., min_length=1)
     scoring: ScoringConfig = ScoringConfig()
@@ -254,6 +322,7 @@ class TierwiseConfig(StrictModel):
     cache: CacheConfig = CacheConfig()
     encoder: EncoderConfig = EncoderConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    summarize: SummarizeConfig = SummarizeConfig()
 
     @model_validator(mode="after")
     def _consistent_tiers(self) -> TierwiseConfig:

@@ -17,6 +17,8 @@ class Decision:
     scorer: str = "heuristic"
     drivers: tuple[str, ...] = ()
     probe: bool = False
+    # The chosen tier cannot hold the conversation as it is: call router.prepare() to fit it.
+    needs_fit: bool = False
     prompt_tokens: int | None = None
     decided_in_ms: float = 0.0
     notes: dict[str, Any] = field(default_factory=dict)
@@ -31,6 +33,7 @@ class Decision:
             "reasons": list(self.reasons),
             "fallback_chain": list(self.fallback_chain),
             "probe": self.probe,
+            "needs_fit": self.needs_fit,
             "prompt_tokens": self.prompt_tokens,
             "decided_in_ms": round(self.decided_in_ms, 3),
         }

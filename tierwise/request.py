@@ -158,15 +158,40 @@ class ChatRequest:
     def prompt_tokens(self) -> int:
         """Tokens the whole conversation occupies in a context window, tools and images included."""
         if self._prompt_tokens is None:
-            counter = self.counter or default_counter()
-            extra = self.image_count * IMAGE_TOKENS
-            if self.tools:
-                extra += counter.count(_compact_json(self.tools))
-            for m in self.messages:
-                if m.tool_calls:
-                    extra += counter.count(_compact_json(m.tool_calls))
-            self._prompt_tokens = counter.count_messages([m.text for m in self.messages], extra)
+            self._prompt_tokens = sum(self.message_tokens) + self.tools_tokens + REPLY_PRIMING
         return self._prompt_tokens
+
+    @property
+    def message_tokens(self) -> tuple[int, ...]:
+        """Each message's share of the window (text, framing, images, tool calls); counted once."""
+        known = self.memo.get("message_tokens")
+        if known is None:
+            counter = self.counter or default_counter()
+            known = tuple(message_tokens(m, counter) for m in self.messages)
+            self.memo["message_tokens"] = known
+        return known
+
+    @property
+    def tools_tokens(self) -> int:
+        """What the tool definitions occupy in the window."""
+        if not self.tools:
+            return 0
+        return (self.counter or default_counter()).count(_compact_json(self.tools))
+
+    def openai_messages(self) -> list[dict[str, Any]]:
+        """The messages as the host sent them (raw dicts, untouched), or rebuilt from text."""
+        raw = self.raw.get("messages") if isinstance(self.raw, Mapping) else None
+        if isinstance(raw, Sequence) and len(raw) == len(self.messages):
+            return [dict(m) for m in raw]
+        return [{"role": m.role, "content": m.text} for m in self.messages]
+
+
+def message_tokens(message: Message, counter: TokenCounter) -> int:
+    """Tokens one message occupies in a context window, framing included."""
+    tokens = counter.count(message.text) + MESSAGE_OVERHEAD + message.images * IMAGE_TOKENS
+    if message.tool_calls:
+        tokens += counter.count(_compact_json(message.tool_calls))
+    return tokens
 
 
 def _message(index: int, raw: Any) -> Message:

@@ -1,18 +1,27 @@
-"""The facade adapters call: decide() before the host call, record() after it."""
+"""The facade adapters call: decide() and prepare() before the host call, record() after it."""
 
 from __future__ import annotations
 
 import logging
 import time
 
-from tierwise.config import TierwiseConfig, load_config
+from tierwise.config import TierConfig, TierwiseConfig, load_config
 from tierwise.decision import Decision
 from tierwise.request import ChatRequest
-from tierwise.rules import RoutingState, Signals, build_chain
+from tierwise.rules import RoutingError, RoutingState, Signals, build_chain, context_outcome
 from tierwise.scoring.base import Scorer
 from tierwise.scoring.cascade import Judge
 from tierwise.scoring.factory import build_scorer
 from tierwise.signals.vram import NvmlMonitor
+from tierwise.summarize import (
+    ContextFitter,
+    ContextOverflow,
+    Fitted,
+    Fitting,
+    Summarizer,
+    fit_async,
+    fit_sync,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +36,18 @@ class TierRouter:
         scorer: Scorer | None = None,
         signals: Signals | None = None,
         judge: Judge | None = None,
+        summarizer: Summarizer | None = None,
+        fitter: ContextFitter | None = None,
     ) -> None:
         """`judge`: an adapter's LLM judge for the cascade scorer (see scoring/cascade.py)."""
         self.config = config or load_config()
         self.scorer = scorer or build_scorer(self.config, judge=judge)
         self.signals = signals or Signals()
         self.chain = build_chain(self.config)
+        # The adapter's summarizer (e.g. the local tier's model, called through the host);
+        # prepare() falls back to leaving old turns out with a notice when there is none.
+        self.summarizer = summarizer
+        self.fitter = fitter or ContextFitter(self.config)
         self._nvml: NvmlMonitor | None = None
 
     def decide(self, request: ChatRequest) -> Decision:
@@ -55,6 +70,9 @@ class TierRouter:
             )
         elif state.floor is not None and chosen.order > state.floor:
             state.reasons.append(f"chosen: {chosen.name}, the cheapest tier left above the floor")
+        outcome = context_outcome(state, chosen)
+        if outcome:
+            state.reasons.append(outcome)
         above = [t.name for t in state.candidates if t.order > chosen.order]
         below = [t.name for t in reversed(state.candidates) if t.order < chosen.order]
         return Decision(
@@ -67,6 +85,7 @@ class TierRouter:
             scorer=score.source,
             drivers=score.drivers,
             probe=state.probe == chosen.name,
+            needs_fit=chosen.name in state.notes.get("summarize_tiers", ()),
             prompt_tokens=state.notes.get("prompt_tokens"),
             decided_in_ms=(time.perf_counter() - started) * 1000,
             notes=state.notes,
@@ -74,6 +93,84 @@ class TierRouter:
 
     def decide_text(self, text: str) -> Decision:
         return self.decide(ChatRequest.from_text(text))
+
+    def prepare(
+        self,
+        request: ChatRequest,
+        target: Decision | str,
+        *,
+        summarizer: Summarizer | None = None,
+    ) -> Fitted:
+        """Fit the messages to the chosen tier (or a fallback tier, by name) before sending.
+
+        Returns the request unchanged when it fits; otherwise reuses or extends the rolling
+        summary (at most one summarizer call on an ongoing chat), or leaves old turns out with
+        a visible notice if the summarizer fails. Raises RoutingError when even the latest
+        turn cannot fit the tier. Blocks for at most the configured timeout per call.
+        """
+        fitting = self._fitting(request, target)
+        if fitting is None:
+            return self._unchanged(request, target)
+        return fit_sync(fitting, summarizer or self.summarizer, self.config.summarize.timeout_s)
+
+    async def aprepare(
+        self,
+        request: ChatRequest,
+        target: Decision | str,
+        *,
+        summarizer: Summarizer | None = None,
+    ) -> Fitted:
+        """prepare() for async hosts: the summarizer may be sync or async; the loop never blocks."""
+        fitting = self._fitting(request, target)
+        if fitting is None:
+            return self._unchanged(request, target)
+        return await fit_async(
+            fitting, summarizer or self.summarizer, self.config.summarize.timeout_s
+        )
+
+    def _tier(self, target: Decision | str) -> TierConfig:
+        name = target.tier if isinstance(target, Decision) else target
+        try:
+            return self.config.tier(name)
+        except KeyError:
+            known = ", ".join(t.name for t in self.config.ranked_tiers)
+            raise RoutingError(f"unknown tier {name!r}; configured tiers: {known}") from None
+
+    def _fitting(self, request: ChatRequest, target: Decision | str) -> Fitting | None:
+        """The fitting to drive, or None when the request fits the tier as it is."""
+        tier = self._tier(target)
+        margin = self.config.rules.context_margin
+        if tier.fits(request.prompt_tokens_upper_bound, margin):
+            return None
+        if not (self.config.summarize.enabled and tier.summary.enabled):
+            if tier.fits(request.prompt_tokens, margin):
+                return None
+            raise RoutingError(
+                f"the conversation is {request.prompt_tokens} tokens, more than tier "
+                f"{tier.name} can take ({tier.usable(margin)} of its {tier.context_window}-token "
+                "window after the output reserve) and summarization is off for it"
+            )
+        try:
+            fitting = self.fitter.start(request, tier)
+        except ContextOverflow as exc:
+            raise RoutingError(str(exc)) from None
+        return fitting
+
+    def _unchanged(self, request: ChatRequest, target: Decision | str) -> Fitted:
+        tier = self._tier(target)
+        usable = tier.usable(self.config.rules.context_margin)
+        tokens = request.prompt_tokens_upper_bound
+        if not tier.fits(tokens, self.config.rules.context_margin):
+            tokens = request.prompt_tokens
+        return Fitted(
+            tier=tier.name,
+            messages=request.openai_messages(),
+            action="fits",
+            prompt_tokens=tokens,
+            original_tokens=tokens,
+            usable_tokens=usable,
+            reason=f"context: fits {tier.name} (at most {tokens} of {usable} tokens)",
+        )
 
     def record(self, tier: str, *, ok: bool, ttft_ms: float | None = None, error: str = "") -> None:
         """Feed what happened on `tier` back into the latency EMA and the health breaker."""

@@ -19,6 +19,7 @@ from tierwise.scoring.base import Score
 from tierwise.signals.health import HealthTracker
 from tierwise.signals.latency import LatencyTracker
 from tierwise.signals.vram import GpuState, nvml_key
+from tierwise.summarize.layout import Layout
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,13 @@ class CapabilityRule:
 
 
 class ContextRule:
-    """Drop tiers whose window cannot hold the conversation plus the answer's reserve."""
+    """Drop tiers whose window cannot hold the conversation plus the answer's reserve.
+
+    With `summarize.enabled`, a tier that cannot hold the whole conversation stays a candidate
+    when a summary of the old turns beside the latest one fits it: the complexity floor then
+    decides, so an easy question in a long chat stays on its cheap tier ("summarize and stay")
+    instead of escalating to a larger window. The router's prepare() does the summarizing.
+    """
 
     name = "context"
 
@@ -106,18 +113,80 @@ class ContextRule:
         if smallest.fits(state.request.prompt_tokens_upper_bound, margin):
             return  # fits everywhere: skip exact counting
         tokens = state.request.prompt_tokens
-        fitting = [t for t in state.candidates if t.fits(tokens, margin)]
-        if not fitting:
-            windows = ", ".join(f"{t.name}={t.context_window}" for t in state.candidates)
-            raise RoutingError(
-                f"the conversation is {tokens} tokens, larger than every tier's window less "
-                f"its output reserve ({windows}); shorten it or enable summarization"
-            )
-        too_small = [t.name for t in state.candidates if t not in fitting]
-        state.candidates = fitting
-        if too_small:
-            state.reasons.append(f"context: {tokens} tokens do not fit {', '.join(too_small)}")
         state.notes["prompt_tokens"] = tokens
+        fitting = [t for t in state.candidates if t.fits(tokens, margin)]
+        summarizable: list[TierConfig] = []
+        if state.config.summarize.enabled:
+            layout = Layout.of(state.request)
+            summarizable = [
+                t
+                for t in state.candidates
+                if t not in fitting and t.summary.enabled and layout.can_summarize_into(t, margin)
+            ]
+        if not fitting and not summarizable:
+            raise RoutingError(_too_large(state, tokens, margin))
+        too_small = [t for t in state.candidates if t not in fitting and t not in summarizable]
+        state.candidates = [t for t in state.candidates if t in fitting or t in summarizable]
+        state.notes["context_dropped"] = [t.name for t in too_small]
+        state.notes["summarize_tiers"] = [t.name for t in summarizable]
+        if too_small:
+            state.reasons.append(
+                f"context: {tokens} tokens do not fit {', '.join(t.name for t in too_small)}"
+            )
+        if summarizable:
+            state.reasons.append(
+                f"context: {tokens} tokens fit {', '.join(t.name for t in summarizable)} only "
+                "with old turns summarized"
+            )
+
+
+def _too_large(state: RoutingState, tokens: int, margin: float) -> str:
+    """Name the limit and every tier's window, and what would help."""
+    windows = ", ".join(
+        f"{t.name}={t.context_window} ({t.usable(margin)} usable)" for t in state.candidates
+    )
+    layout = Layout.of(state.request)
+    if not any(layout.can_summarize_into(t, margin) for t in state.candidates):
+        return (
+            f"the latest message needs {layout.mandatory} tokens with the system prompt and "
+            f"tool definitions, more than any tier can take (context windows, and the tokens "
+            f"usable after each output reserve: {windows}); shorten the message or add a tier "
+            "with a larger context_window"
+        )
+    fix = (
+        "turn on summarization (summarize: {enabled: true})"
+        if not state.config.summarize.enabled
+        else "allow summarization on a tier (summary: {enabled: true})"
+    )
+    return (
+        f"the conversation is {tokens} tokens, more than any tier can take (context windows, "
+        f"and the tokens usable after each output reserve: {windows}); shorten it or {fix}"
+    )
+
+
+def context_outcome(state: RoutingState, chosen: TierConfig) -> str | None:
+    """After the pick: say whether a long chat stayed (summarized) or escalated for context."""
+    tokens = state.notes.get("prompt_tokens")
+    if tokens is None:
+        return None
+    margin = state.config.rules.context_margin
+    if chosen.name in state.notes.get("summarize_tiers", ()):
+        return (
+            f"context: summarize and stay on {chosen.name}: {tokens} tokens exceed its "
+            f"{chosen.usable(margin)} usable, so older turns are summarized to fit"
+        )
+    floor = state.floor if state.floor is not None else -1
+    skipped = [
+        name
+        for name in state.notes.get("context_dropped", ())
+        if floor <= state.config.tier(name).order < chosen.order
+    ]
+    if skipped:
+        return (
+            f"context: escalated to {chosen.name} for context: {', '.join(skipped)} cannot "
+            f"hold {tokens} tokens"
+        )
+    return None
 
 
 class ComplexityRule:
