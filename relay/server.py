@@ -117,6 +117,7 @@ class RelayServer:
             # No protocol pings: a peer we pause for backpressure could not answer them in
             # time. Liveness comes from application heartbeats read with a timeout instead.
             ping_interval=None,
+            close_timeout=2,
             ssl=context,
         )
         self._spawn(self._sweep())
@@ -263,8 +264,7 @@ class RelayServer:
                     self.metrics.inc("tierwise_relay_duplicates_dropped_total")
             clean = True
             if channel.cancelled:
-                await ws.send(json.dumps({"type": "cancel"}))
-                await ws.close(protocol.CLOSE_CANCELLED, "cancelled")
+                await self._stop_producer(ws)
         except ConnectionClosed as exc:
             clean = channel.terminal_seq is not None or channel.cancelled
             if not clean:
@@ -274,6 +274,16 @@ class RelayServer:
                 channel.producer = None
             if clean:
                 self._maybe_forget(channel)
+
+    async def _stop_producer(self, ws: ServerConnection) -> None:
+        """Tell the producer to stop, then read out what it already sent: one blocked on a
+        full socket (we paused for backpressure) can only see the cancel once it can write."""
+        closer = asyncio.create_task(ws.close(protocol.CLOSE_CANCELLED, "cancelled"))
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            async with asyncio.timeout(self.settings.idle_timeout_s):
+                async for _ in ws:
+                    pass
+        await asyncio.gather(closer, return_exceptions=True)
 
     def _producer_silent(self, channel: Channel) -> None:
         why = f"no message or heartbeat for {self.settings.idle_timeout_s:g}s"
@@ -392,9 +402,11 @@ class RelayServer:
         log.info("channel %s cancelled (%s)", channel.id, reason)
         producer = channel.producer
         if isinstance(producer, ServerConnection):
-            with contextlib.suppress(ConnectionClosed):
-                await producer.send(json.dumps({"type": "cancel", "reason": reason}))
-            await _close_quietly(producer, protocol.CLOSE_CANCELLED, "cancelled")
+            # The message first (a worker reads it at once); its handler, woken by cancel(),
+            # then closes the connection.
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await producer.send(json.dumps({"type": "cancel", "reason": reason}))
         self._maybe_forget(channel)
 
     def _maybe_forget(self, channel: Channel) -> None:
