@@ -57,6 +57,7 @@ class RelayLink:
         self.on_cancel = on_cancel
         self.log: list[str] = []
         self.sent = 0  # messages of self.log written to the current connection
+        self.closed_cleanly_at = -1  # len(log) when the relay last closed us normally
         self.cancelled = threading.Event()
         self.gave_up = threading.Event()
         self.finished = threading.Event()
@@ -90,9 +91,12 @@ class RelayLink:
     def finish(self, drain_s: float) -> bool:
         """After the last message: wait up to drain_s for the relay to take all, then close."""
         deadline = time.monotonic() + drain_s
-        delivered = False
+        delivered, conn = False, None
         while time.monotonic() < deadline and not self.gave_up.is_set():
             with self._lock:
+                if self.closed_cleanly_at == len(self.log):
+                    delivered, conn = True, None  # the relay took the end and closed first
+                    break
                 if self._conn is not None and self.sent == len(self.log):
                     conn, delivered = self._conn, True
                     break
@@ -100,7 +104,7 @@ class RelayLink:
                 break
             time.sleep(0.01)
         self.finished.set()
-        if delivered:
+        if conn is not None:
             try:
                 conn.close()  # the close handshake follows every data frame on the socket
             except Exception:
@@ -167,6 +171,8 @@ class RelayLink:
                 for frame in conn:
                     if json.loads(frame).get("type") == "cancel":
                         self._cancel()
+                with self._lock:  # a normal close: the relay has everything we wrote
+                    self.closed_cleanly_at = self.sent
             except ConnectionClosed as exc:
                 if exc.rcvd is not None and exc.rcvd.code == CLOSE_CANCELLED:
                     self._cancel()
@@ -204,6 +210,7 @@ class Upstream:
         self.url = base_url
         self.api_key = api_key
         self.aborted = False
+        self.sock: socket.socket | None = None
 
     def chunks(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Yield each SSE chunk (a dict) until [DONE]; raise UpstreamError on any failure."""
@@ -212,6 +219,9 @@ class Upstream:
             headers["Authorization"] = "Bearer " + self.api_key
         try:
             self.conn.request("POST", self.path, body=json.dumps(body), headers=headers)
+            # getresponse() hands the socket to the response and may drop conn.sock: keep it
+            # so abort() can still shut it down.
+            self.sock = self.conn.sock
             response = self.conn.getresponse()
         except OSError as exc:
             raise UpstreamError(f"cannot reach the model server at {self.url}: {exc}") from None
@@ -239,7 +249,7 @@ class Upstream:
     def abort(self) -> None:
         """Close the socket, so the server stops generating (vLLM aborts on disconnect)."""
         self.aborted = True
-        sock = self.conn.sock
+        sock = self.sock
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)

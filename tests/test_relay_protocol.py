@@ -92,7 +92,7 @@ def test_channel_keeps_order_drops_replays_and_refuses_gaps() -> None:
 
 
 def test_fresh_channel_resumes_where_the_consumer_is() -> None:
-    """After a relay restart the consumer reports seq 5: the producer's replay of 1..5 is dropped."""
+    """After a relay restart the consumer reports seq 5: a replay of 1..5 is dropped."""
 
     async def scenario() -> None:
         channel = Channel("chan-0001", 0, Limits())
