@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import queue
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,37 @@ def worker_source() -> str:
     return importlib.resources.files("relay").joinpath("worker.py").read_text(encoding="utf-8")
 
 
+class _SdkThread:
+    """Runs SDK calls one at a time on a daemon thread: a call stuck in the SDK's retries
+    holds only this thread, later calls time out behind it, and exit never waits for it
+    (a ThreadPoolExecutor's threads are joined at interpreter exit)."""
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[
+            tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None
+        ]
+        self._queue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        future: Future[T] = Future()
+        self._queue.put((future, fn, args))
+        return future
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+
 class Dispatcher:
     """Registers the worker source once per executor and submits jobs, each call on a deadline."""
 
@@ -63,9 +95,7 @@ class Dispatcher:
         self.label = label
         self.call_timeout_s = call_timeout_s
         self._make_executor = make_executor
-        # One thread: a call stuck inside the SDK holds it, and later calls time out behind
-        # it instead of piling up more stuck threads.
-        self._sdk = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"dispatch-{label}")
+        self._sdk = _SdkThread(f"dispatch-{label}")
         self._lock = threading.Lock()
         self._executor: TaskExecutor | None = None
         self._function_id: str | None = None
@@ -113,12 +143,12 @@ class Dispatcher:
         """Forget a failed executor, so the next request builds a fresh one."""
         executor, self._executor, self._function_id = self._executor, None, None
         if executor is not None:
-            self._sdk.submit(executor.shutdown, False, cancel_futures=True)
+            self._sdk.submit(lambda: executor.shutdown(wait=False, cancel_futures=True))
 
     def close(self) -> None:
         with self._lock:
             self._reset()
-        self._sdk.shutdown(wait=False, cancel_futures=True)
+        self._sdk.stop()
 
 
 def globus_executor(endpoint_id: str) -> TaskExecutor:
