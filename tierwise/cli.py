@@ -80,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     decide.add_argument("--json", type=Path, help="write the figures here too")
     decide.set_defaults(handler=cmd_bench_decide)
 
+    relay = bench_sub.add_parser(
+        "relay", help="relay TTFT vs direct, tokens/s, concurrent streams intact"
+    )
+    relay.add_argument("--ttft-runs", type=int, default=50)
+    relay.add_argument("--throughput-tokens", type=int, default=100_000)
+    relay.add_argument("--streams", type=int, default=200)
+    relay.add_argument("--tokens", type=int, default=500, help="tokens per concurrent stream")
+    relay.add_argument("--json", type=Path, help="write the figures here too")
+    relay.set_defaults(handler=cmd_bench_relay)
+
     train = sub.add_parser("train", help="fit the scorers' weights from labelled data")
     train.add_argument("--data", type=Path, default=SHARED_DATA)
     train.add_argument(
@@ -206,6 +216,20 @@ def cmd_bench_decide(args: argparse.Namespace) -> int:
     print(f"prompts: {len(prompts)} from {source}", file=sys.stderr)
     results = decide.run(_config(args), prompts, repeat=args.repeat)
     print(decide.format_results(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def cmd_bench_relay(args: argparse.Namespace) -> int:
+    from tierwise.bench import relay
+
+    try:
+        results = relay.run(args.ttft_runs, args.throughput_tokens, args.streams, args.tokens)
+    except (RuntimeError, ImportError) as exc:
+        print(f"tierwise bench relay: {exc}", file=sys.stderr)
+        return 1
+    print(relay.format_results(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
