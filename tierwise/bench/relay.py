@@ -183,6 +183,7 @@ def _load(base: str, secret: str, streams: int, tokens: int) -> dict[str, Any]:
         "duplicated": sum(c.duplicated for c in checked),
         "misrouted": sum(c.misrouted for c in checked),
         "unfinished_streams": sum(not c.finished for c in checked),
+        "errors": sorted({c.error for c in checked if c.error}),
         "seconds": round(elapsed, 3),
         "tokens_per_s": round(received / elapsed),
     }
@@ -203,7 +204,7 @@ def format_results(results: dict[str, Any]) -> str:
         f"{many['streams']} concurrent streams x {many['tokens_per_stream']} tokens: "
         f"{many['tokens_per_s']:,} tokens/s; lost {many['lost']}, duplicated "
         f"{many['duplicated']}, misrouted {many['misrouted']}, unfinished "
-        f"{many['unfinished_streams']}",
+        f"{many['unfinished_streams']}{' ' + str(many['errors']) if many['errors'] else ''}",
         "(producer, relay and consumer processes share this machine's cores)",
         results["context"],
     ]

@@ -32,12 +32,23 @@ async def produce(base: str, secret: bytes, channel: str, count: int) -> None:
     url = base + protocol.channel_path(channel, "produce")
     async with connect(url, additional_headers=_headers(secret, channel, "produce")) as ws:
         hello = json.loads(await ws.recv())
+        beat = asyncio.create_task(_heartbeat(ws, float(hello["heartbeat_s"])))
         for seq in range(hello["resume_from"] + 1, count + 1):
             delta = {"content": token_text(channel, seq)}
             await ws.send(json.dumps({"type": "token", "seq": seq, "delta": delta}))
+            if seq % 16 == 0:
+                await asyncio.sleep(0)  # let the other streams in, as concurrent GPUs would
         await ws.send(json.dumps({"type": "done", "seq": count + 1, "finish_reason": "stop"}))
+        beat.cancel()
         async for _ in ws:  # until the relay closes after the end
             pass
+
+
+async def _heartbeat(ws: Any, every_s: float) -> None:
+    """As the worker does: prove liveness while waiting for a turn on a busy machine."""
+    while True:
+        await asyncio.sleep(every_s)
+        await ws.send('{"type":"heartbeat"}')
 
 
 @dataclass
@@ -47,6 +58,7 @@ class Checked:
     duplicated: int = 0
     misrouted: int = 0
     finished: bool = False
+    error: str | None = None
 
 
 async def consume(base: str, secret: bytes, channel: str, count: int) -> Checked:
@@ -60,8 +72,9 @@ async def consume(base: str, secret: bytes, channel: str, count: int) -> Checked
         async for raw in ws:
             message: dict[str, Any] = json.loads(raw)
             seq = message["seq"]
-            if message["type"] == "done":
-                checked.finished = True
+            if message["type"] in ("done", "error"):
+                checked.finished = message["type"] == "done"
+                checked.error = message.get("message")
                 await ws.send(json.dumps({"type": "ack", "seq": seq}))
                 break
             if seq in seen:
