@@ -19,6 +19,21 @@ from pathlib import Path
 from relay.server import RelaySettings, run
 
 EXIT_CONFIG = 2
+# Settings that map one-to-one onto a command-line flag of the same name.
+TUNABLE = (
+    "host",
+    "port",
+    "buffer_messages",
+    "buffer_bytes",
+    "max_message_bytes",
+    "heartbeat_s",
+    "idle_timeout_s",
+    "producer_grace_s",
+    "consumer_idle_s",
+    "consumer_grace_s",
+    "orphan_timeout_s",
+    "max_channels",
+)
 DEFAULT_SECRET_ENV = "TIERWISE_RELAY_SECRET"
 
 
@@ -116,23 +131,8 @@ def settings_from_args(args: argparse.Namespace) -> RelaySettings:
         secret = value.encode()
     if args.keyfile and not args.certfile:
         raise ValueError("--keyfile needs --certfile")
-    return RelaySettings(
-        secret=secret,
-        host=args.host,
-        port=args.port,
-        buffer_messages=args.buffer_messages,
-        buffer_bytes=args.buffer_bytes,
-        max_message_bytes=args.max_message_bytes,
-        heartbeat_s=args.heartbeat_s,
-        idle_timeout_s=args.idle_timeout_s,
-        producer_grace_s=args.producer_grace_s,
-        consumer_idle_s=args.consumer_idle_s,
-        consumer_grace_s=args.consumer_grace_s,
-        orphan_timeout_s=args.orphan_timeout_s,
-        max_channels=args.max_channels,
-        certfile=args.certfile,
-        keyfile=args.keyfile,
-    )
+    tuned = {name: getattr(args, name) for name in TUNABLE}
+    return RelaySettings(secret=secret, certfile=args.certfile, keyfile=args.keyfile, **tuned)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -138,14 +138,8 @@ def parse_producer_message(raw: str | bytes) -> DataMessage | None:
 
     Returns None for a heartbeat, which only proves the producer is alive.
     """
-    if isinstance(raw, bytes):
-        raise ProtocolError("send text frames holding JSON, not binary frames")
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise ProtocolError("a frame is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ProtocolError("a message must be a JSON object")
+    data = _json_object(raw)
+    assert isinstance(raw, str)  # _json_object refuses binary frames
     kind = data.get("type")
     if kind == "heartbeat":
         return None
@@ -159,12 +153,19 @@ def parse_producer_message(raw: str | bytes) -> DataMessage | None:
 
 def parse_control(raw: str | bytes) -> dict[str, Any]:
     """A consumer's ack/cancel or a relay's hello/cancel: a JSON object with a 'type'."""
+    data = _json_object(raw)
+    if not isinstance(data.get("type"), str):
+        raise ProtocolError("a control message is a JSON object with a 'type'")
+    return data
+
+
+def _json_object(raw: str | bytes) -> dict[str, Any]:
     if isinstance(raw, bytes):
         raise ProtocolError("send text frames holding JSON, not binary frames")
     try:
         data = json.loads(raw)
     except ValueError:
         raise ProtocolError("a frame is not valid JSON") from None
-    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-        raise ProtocolError("a control message is a JSON object with a 'type'")
+    if not isinstance(data, dict):
+        raise ProtocolError("a message must be a JSON object")
     return data

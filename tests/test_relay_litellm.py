@@ -132,6 +132,10 @@ def _events(response: httpx.Response) -> Iterator[dict[str, Any]]:
             yield json.loads(line[6:])
 
 
+def _text(chunks: list[dict[str, Any]]) -> str:
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+
+
 def _relay_metric(stack: Stack, name: str) -> float:
     for line in httpx.get(f"{stack.relay.url}/metrics").text.splitlines():
         if line.startswith(name + " "):
@@ -144,7 +148,7 @@ def test_streaming_through_proxy_relay_and_worker(stack: Stack) -> None:
     with stack.stream("hpc-llama", "hello relay") as response:
         assert response.status_code == 200
         chunks = list(_events(response))
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    text = _text(chunks)
     assert text == "[vllm] hello relay"
     assert chunks[-1]["usage"]["completion_tokens"] == 3
     assert any(c["choices"] and c["choices"][0].get("finish_reason") == "stop" for c in chunks)
@@ -226,7 +230,7 @@ def test_killed_worker_ends_the_stream_with_an_error_within_two_seconds(stack: S
 def test_unreachable_relay_falls_back_to_the_batch_result(stack: Stack) -> None:
     with stack.stream("hpc-norelay", "no relay today") as response:
         chunks = list(_events(response))
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    text = _text(chunks)
     assert text == "[vllm] no relay today"
     assert stack.post("hpc-norelay", "batch only").json()["choices"][0]["message"]["content"] == (
         "[vllm] batch only"
