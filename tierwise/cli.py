@@ -250,6 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("--quiet", action="store_true", help="no progress bar")
     summ.set_defaults(handler=cmd_eval_summarize)
 
+    relay = bench_sub.add_parser(
+        "relay", help="relay TTFT vs direct, tokens/s, concurrent streams intact"
+    )
+    relay.add_argument("--ttft-runs", type=int, default=50)
+    relay.add_argument("--throughput-tokens", type=int, default=100_000)
+    relay.add_argument("--streams", type=int, default=200)
+    relay.add_argument("--tokens", type=int, default=500, help="tokens per concurrent stream")
+    relay.add_argument("--json", type=Path, help="write the figures here too")
+    relay.set_defaults(handler=cmd_bench_relay)
+
     train = sub.add_parser("train", help="fit the scorers' weights from labelled data")
     train.add_argument("--data", type=Path, default=SHARED_DATA)
     train.add_argument(
@@ -584,6 +594,20 @@ def cmd_bench_proxy(args: argparse.Namespace) -> int:
         args.config, requests=args.requests, concurrency=args.concurrency, burst=args.burst
     )
     print(proxy.format_results(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def cmd_bench_relay(args: argparse.Namespace) -> int:
+    from tierwise.bench import relay
+
+    try:
+        results = relay.run(args.ttft_runs, args.throughput_tokens, args.streams, args.tokens)
+    except (RuntimeError, ImportError) as exc:
+        print(f"tierwise bench relay: {exc}", file=sys.stderr)
+        return 1
+    print(relay.format_results(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -136,10 +136,12 @@ class Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": {"message": f"no route {self.path}"}})
             return
         body = self._body()
+        record: dict[str, Any] = {
+            "body": body,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+        }
         with state.lock:
-            state.requests.append(
-                {"body": body, "headers": {k.lower(): v for k, v in self.headers.items()}}
-            )
+            state.requests.append(record)
             ttft, fail = state.ttft_ms, state.fail_status
         if ttft:
             time.sleep(ttft / 1000)
@@ -162,7 +164,7 @@ class Handler(BaseHTTPRequestHandler):
                 "function": {"name": fn.get("name", "tool"), "arguments": json.dumps({"q": "x"})},
             }
         if body.get("stream"):
-            self._stream(body, text, model, prompt_tokens, tool_call)
+            self._stream(body, text, model, prompt_tokens, tool_call, record)
         else:
             message: dict[str, Any] = {"role": "assistant", "content": None if tool_call else text}
             if tool_call:
@@ -197,6 +199,7 @@ class Handler(BaseHTTPRequestHandler):
         model: str,
         prompt_tokens: int,
         tool_call: dict[str, Any] | None,
+        record: dict[str, Any],
     ) -> None:
         state = self.state
         self.send_response(200)
@@ -245,6 +248,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
+            record["aborted"] = True  # the client hung up mid-stream (e.g. a cancel)
             return
         self.close_connection = True
 

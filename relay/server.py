@@ -1,0 +1,468 @@
+"""The WebSocket relay: HPC workers produce tokens into a channel, the proxy consumes them.
+
+Both sides connect outbound to this process, so neither needs an open inbound port. Each
+connection's bearer token is checked before the upgrade (wrong or expired: HTTP 401), and
+the same port answers /health and /metrics over plain HTTP.
+
+Guarantees, per channel:
+- nothing is dropped: a full buffer pauses the producer (it stops being read, so TCP pushes
+  back), it never discards;
+- a producer that dies (socket closed, then a short grace for a reconnect) or goes silent
+  (no message or heartbeat within the idle timeout) ends the stream with an `error`
+  message to the consumer;
+- a consumer that leaves (or sends `cancel`) makes the relay send `cancel` to the producer;
+- a consumer may reconnect with ?after=<last seq> and resumes with no loss or duplication;
+  a producer that reconnects is told where to resume and its replays are de-duplicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+import time
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+
+from relay import protocol
+from relay.channel import Accept, Channel, GapError, Limits
+from relay.metrics import Metrics
+
+log = logging.getLogger("tierwise.relay")
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """Everything the relay process is configured with (see `tierwise-relay --help`)."""
+
+    secret: bytes = field(repr=False)
+    host: str = "127.0.0.1"
+    port: int = 8765
+    buffer_messages: int = 1024
+    buffer_bytes: int = 8 * 1024 * 1024
+    max_message_bytes: int = 256 * 1024
+    heartbeat_s: float = 0.5
+    idle_timeout_s: float = 1.5
+    producer_grace_s: float = 0.5
+    consumer_idle_s: float = 10.0
+    consumer_grace_s: float = 3.0
+    orphan_timeout_s: float = 60.0
+    max_channels: int = 10000
+    certfile: str | None = None
+    keyfile: str | None = None
+
+    def __post_init__(self) -> None:
+        protocol.check_secret(self.secret)
+        for name in ("buffer_messages", "buffer_bytes", "max_message_bytes", "max_channels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("heartbeat_s", "idle_timeout_s", "consumer_idle_s", "orphan_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be above 0")
+        if self.idle_timeout_s <= self.heartbeat_s or self.consumer_idle_s <= self.heartbeat_s:
+            raise ValueError("idle timeouts must be longer than heartbeat_s")
+        if self.buffer_bytes < self.max_message_bytes:
+            raise ValueError("buffer_bytes must hold at least one message of max_message_bytes")
+
+    @property
+    def ack_every(self) -> int:
+        """How often consumers acknowledge: often enough that the buffer never fills on acks."""
+        return max(1, self.buffer_messages // 4)
+
+
+class RelayServer:
+    """Channels in memory, one asyncio loop. Stateless across restarts by design."""
+
+    def __init__(self, settings: RelaySettings) -> None:
+        self.settings = settings
+        self.limits = Limits(settings.buffer_messages, settings.buffer_bytes)
+        self.metrics = Metrics()
+        self.channels: dict[str, Channel] = {}
+        self.finished: dict[str, float] = {}  # channel id -> token expiry: refuse reuse (410)
+        self.started = time.monotonic()
+        self._targets: weakref.WeakKeyDictionary[ServerConnection, protocol.Target] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._expiries: weakref.WeakKeyDictionary[ServerConnection, int] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._connections = {"produce": 0, "consume": 0}
+        self._timers: set[asyncio.Task[None]] = set()
+        self._server: Server | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> Server:
+        s = self.settings
+        context = None
+        if s.certfile:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(s.certfile, s.keyfile)
+        self._server = await serve(
+            self._handle,
+            s.host,
+            s.port,
+            process_request=self._process_request,
+            max_size=s.max_message_bytes,
+            # No protocol pings: a peer we pause for backpressure could not answer them in
+            # time. Liveness comes from application heartbeats read with a timeout instead.
+            ping_interval=None,
+            close_timeout=2,
+            ssl=context,
+        )
+        self._spawn(self._sweep())
+        return self._server
+
+    async def close(self) -> None:
+        for task in list(self._timers):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
+
+    # -- plain HTTP and the handshake --------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Serve /health and /metrics, and refuse a bad channel request before the upgrade."""
+        path = request.path.split("?", 1)[0]
+        if path == "/health":
+            return _reply(connection, HTTPStatus.OK, self.health(), "application/json")
+        if path == "/metrics":
+            return _reply(
+                connection,
+                HTTPStatus.OK,
+                self.render_metrics(),
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+        try:
+            target = protocol.parse_target(request.path)
+        except ValueError as exc:
+            self.metrics.inc("tierwise_relay_rejected_total", reason="bad_path")
+            return _reply(connection, HTTPStatus.NOT_FOUND, f"{exc}\n")
+        header = request.headers.get("Authorization", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else None
+        try:
+            expiry = protocol.verify_token(self.settings.secret, token, target.channel, target.role)
+        except protocol.TokenError as exc:
+            self.metrics.inc("tierwise_relay_auth_failures_total", reason=exc.reason)
+            response = _reply(connection, HTTPStatus.UNAUTHORIZED, f"{exc}\n")
+            response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+            return response
+        if target.channel in self.finished:
+            self.metrics.inc("tierwise_relay_rejected_total", reason="finished")
+            return _reply(connection, HTTPStatus.GONE, "this channel has ended or was cancelled\n")
+        if target.channel not in self.channels and len(self.channels) >= self.settings.max_channels:
+            self.metrics.inc("tierwise_relay_rejected_total", reason="full")
+            return _reply(
+                connection, HTTPStatus.SERVICE_UNAVAILABLE, "the relay is at max_channels\n"
+            )
+        self._targets[connection] = target
+        self._expiries[connection] = expiry
+        return None
+
+    def health(self) -> str:
+        return json.dumps(
+            {
+                "ok": True,
+                "channels": len(self.channels),
+                "uptime_s": round(time.monotonic() - self.started, 1),
+            }
+        )
+
+    def render_metrics(self) -> str:
+        buffered = sum(len(c.retained) for c in self.channels.values())
+        gauges: dict[str, Mapping[tuple[tuple[str, str], ...], float]] = {
+            "tierwise_relay_channels": {(): len(self.channels)},
+            "tierwise_relay_connections": {
+                (("role", role),): count for role, count in self._connections.items()
+            },
+            "tierwise_relay_buffered_messages": {(): buffered},
+        }
+        return self.metrics.render(gauges)
+
+    # -- connections -------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        target = self._targets.pop(ws)
+        expiry = self._expiries.pop(ws)
+        if target.channel in self.finished:  # ended between handshake and handler
+            await ws.close(protocol.CLOSE_CANCELLED, "channel ended")
+            return
+        channel = self.channels.get(target.channel)
+        if channel is None:
+            channel = self.channels[target.channel] = Channel(target.channel, expiry, self.limits)
+        self._connections[target.role] += 1
+        try:
+            if target.role == "produce":
+                await self._produce(ws, channel)
+            else:
+                await self._consume(ws, channel, target.after)
+        finally:
+            self._connections[target.role] -= 1
+
+    async def _produce(self, ws: ServerConnection, channel: Channel) -> None:
+        if channel.producer is not None or channel.position:
+            self.metrics.inc("tierwise_relay_resumes_total", role="produce")
+        if channel.producer is not None:
+            await _close_quietly(channel.producer, protocol.CLOSE_REPLACED, "replaced")
+        channel.producer = ws
+        settings = self.settings
+        clean = False
+        try:
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "hello",
+                        "resume_from": channel.position,
+                        "heartbeat_s": settings.heartbeat_s,
+                    }
+                )
+            )
+            while channel.terminal_seq is None and not channel.cancelled:
+                if not channel.has_space():
+                    # Stop reading: frames queue in the socket and TCP pushes back on the
+                    # producer. Silence while paused is ours, so it is not judged idle.
+                    self.metrics.inc("tierwise_relay_backpressure_waits_total")
+                    await channel.space.wait()
+                    continue
+                try:
+                    async with asyncio.timeout(settings.idle_timeout_s):
+                        raw = await ws.recv()
+                except TimeoutError:
+                    self._producer_silent(channel)
+                    await _close_quietly(ws, CloseCode.GOING_AWAY, "idle timeout")
+                    return
+                try:
+                    message = protocol.parse_producer_message(raw)
+                    if message is None:
+                        continue  # heartbeat
+                    outcome = channel.accept(message)
+                except (protocol.ProtocolError, GapError) as exc:
+                    self.metrics.inc("tierwise_relay_protocol_errors_total")
+                    channel.fail(f"the HPC worker broke the relay protocol: {exc}")
+                    await ws.close(CloseCode.POLICY_VIOLATION, str(exc)[:120])
+                    return
+                if outcome is Accept.STORED:
+                    self.metrics.inc("tierwise_relay_messages_total", type=message.type)
+                    self.metrics.inc("tierwise_relay_bytes_total", len(message.raw))
+                elif outcome is Accept.DUPLICATE:
+                    self.metrics.inc("tierwise_relay_duplicates_dropped_total")
+            clean = True
+            if channel.cancelled:
+                await self._stop_producer(ws)
+        except ConnectionClosed as exc:
+            clean = channel.terminal_seq is not None or channel.cancelled
+            if not clean:
+                self._producer_dropped(channel, ws, exc)
+        finally:
+            if channel.producer is ws:
+                channel.producer = None
+            if clean:
+                self._maybe_forget(channel)
+
+    async def _stop_producer(self, ws: ServerConnection) -> None:
+        """Tell the producer to stop, then read out what it already sent: one blocked on a
+        full socket (we paused for backpressure) can only see the cancel once it can write."""
+        closer = asyncio.create_task(ws.close(protocol.CLOSE_CANCELLED, "cancelled"))
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            async with asyncio.timeout(self.settings.idle_timeout_s):
+                async for _ in ws:
+                    pass
+        await asyncio.gather(closer, return_exceptions=True)
+
+    def _producer_silent(self, channel: Channel) -> None:
+        why = f"no message or heartbeat for {self.settings.idle_timeout_s:g}s"
+        if channel.fail(f"the HPC worker stopped responding ({why})") is not None:
+            self.metrics.inc("tierwise_relay_producer_lost_total")
+            log.warning("channel %s: producer lost (%s)", channel.id, why)
+
+    def _producer_dropped(
+        self, channel: Channel, ws: ServerConnection, exc: ConnectionClosed
+    ) -> None:
+        sent = exc.sent
+        if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+            self.metrics.inc("tierwise_relay_oversize_total")
+            channel.fail(
+                f"the HPC worker sent a message over the relay's "
+                f"{self.settings.max_message_bytes}-byte limit"
+            )
+            return
+        self._spawn(self._declare_lost(channel, ws))
+
+    async def _declare_lost(self, channel: Channel, ws: ServerConnection) -> None:
+        """Give a dropped producer a short grace to reconnect, then fail the stream."""
+        await asyncio.sleep(self.settings.producer_grace_s)
+        if channel.producer not in (None, ws):
+            return  # it reconnected in time
+        why = "its connection closed mid-stream"
+        if channel.fail(f"the HPC worker stopped responding ({why})") is not None:
+            self.metrics.inc("tierwise_relay_producer_lost_total")
+            log.warning("channel %s: producer lost (%s)", channel.id, why)
+
+    async def _consume(self, ws: ServerConnection, channel: Channel, after: int) -> None:
+        if channel.consumer is not None:
+            await _close_quietly(channel.consumer, protocol.CLOSE_REPLACED, "replaced")
+        if after:
+            self.metrics.inc("tierwise_relay_resumes_total", role="consume")
+        channel.consumer = ws
+        channel.ack(after)
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "hello",
+                    "ack_every": self.settings.ack_every,
+                    "resume_from": after,
+                    "heartbeat_s": self.settings.heartbeat_s,
+                }
+            )
+        )
+        sender = asyncio.create_task(self._send_loop(ws, channel, after))
+        receiver = asyncio.create_task(self._receive_loop(ws, channel))
+        try:
+            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                error = task.exception()
+                if error is not None and not isinstance(error, ConnectionClosed):
+                    raise error
+        finally:
+            for task in (sender, receiver):
+                task.cancel()
+            await asyncio.gather(sender, receiver, return_exceptions=True)
+            if channel.consumer is ws:
+                channel.consumer = None
+                channel.consumer_seen = time.monotonic()
+                if channel.finished:
+                    self._maybe_forget(channel)
+                else:
+                    self._spawn(self._consumer_left(channel, ws))
+
+    async def _send_loop(self, ws: ServerConnection, channel: Channel, sent: int) -> None:
+        while not channel.cancelled:
+            channel.data_ready.clear()
+            batch = channel.after(sent)
+            if not batch:
+                await channel.data_ready.wait()
+                continue
+            for raw in batch:
+                await ws.send(raw)
+            sent += len(batch)
+        await ws.close(protocol.CLOSE_CANCELLED, "cancelled")
+
+    async def _receive_loop(self, ws: ServerConnection, channel: Channel) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self.settings.consumer_idle_s):
+                    raw = await ws.recv()
+            except TimeoutError:
+                await _close_quietly(ws, CloseCode.GOING_AWAY, "idle timeout")
+                return
+            try:
+                message = protocol.parse_control(raw)
+            except protocol.ProtocolError as exc:
+                self.metrics.inc("tierwise_relay_protocol_errors_total")
+                await ws.close(CloseCode.POLICY_VIOLATION, str(exc)[:120])
+                return
+            if message["type"] == "ack" and isinstance(message.get("seq"), int):
+                channel.ack(min(message["seq"], channel.received))
+                if channel.finished:
+                    self.metrics.inc("tierwise_relay_channels_completed_total")
+                    await ws.close()
+                    return
+            elif message["type"] == "cancel":
+                await self._cancel(channel, "consumer_cancel")
+                return
+            # anything else (a heartbeat) only shows the consumer is alive
+
+    async def _consumer_left(self, channel: Channel, ws: ServerConnection) -> None:
+        await asyncio.sleep(self.settings.consumer_grace_s)
+        if channel.consumer is None and not channel.finished:
+            await self._cancel(channel, "consumer_left")
+
+    async def _cancel(self, channel: Channel, reason: str) -> None:
+        """Stop the producer (so the GPU stops) and retire the channel."""
+        if channel.cancelled:
+            return
+        channel.cancel()
+        self.metrics.inc("tierwise_relay_cancels_total", reason=reason)
+        log.info("channel %s cancelled (%s)", channel.id, reason)
+        producer = channel.producer
+        if isinstance(producer, ServerConnection):
+            # The message first (a worker reads it at once); its handler, woken by cancel(),
+            # then closes the connection.
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await producer.send(json.dumps({"type": "cancel", "reason": reason}))
+        self._maybe_forget(channel)
+
+    def _maybe_forget(self, channel: Channel) -> None:
+        """Drop a finished channel once nobody is attached; remember its id to refuse reuse."""
+        if channel.finished and self.channels.get(channel.id) is channel:
+            del self.channels[channel.id]
+            self.finished[channel.id] = channel.expiry
+
+    async def _sweep(self) -> None:
+        """Expire channels whose token ran out, and cancel ones no consumer came back for."""
+        while True:
+            await asyncio.sleep(1.0)
+            now, mono = time.time(), time.monotonic()
+            for channel_id, expiry in list(self.finished.items()):
+                if expiry <= now:
+                    del self.finished[channel_id]
+            for channel in list(self.channels.values()):
+                if channel.expiry <= now:
+                    self.metrics.inc("tierwise_relay_cancels_total", reason="expired")
+                    channel.cancel()
+                    for conn in (channel.producer, channel.consumer):
+                        if isinstance(conn, ServerConnection):
+                            await _close_quietly(conn, protocol.CLOSE_EXPIRED, "token expired")
+                    self._maybe_forget(channel)
+                elif (
+                    channel.consumer is None
+                    and mono - channel.consumer_seen > self.settings.orphan_timeout_s
+                ):
+                    await self._cancel(channel, "no_consumer")
+
+
+def _reply(
+    connection: ServerConnection, status: HTTPStatus, body: str, content_type: str | None = None
+) -> Response:
+    response = connection.respond(status, body)
+    if content_type:
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = content_type
+    return response
+
+
+async def _close_quietly(conn: object, code: int, reason: str) -> None:
+    if isinstance(conn, ServerConnection):
+        with contextlib.suppress(ConnectionClosed):
+            await conn.close(code, reason)
+
+
+async def run(settings: RelaySettings, ready: asyncio.Event | None = None) -> None:
+    """Serve until cancelled (SIGINT/SIGTERM in `python -m relay`)."""
+    relay = RelayServer(settings)
+    server = await relay.start()
+    scheme = "wss" if settings.certfile else "ws"
+    log.warning("relay listening on %s://%s:%d", scheme, settings.host, settings.port)
+    if ready is not None:
+        ready.set()
+    try:
+        await server.serve_forever()
+    finally:
+        await relay.close()

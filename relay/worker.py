@@ -1,0 +1,326 @@
+"""The HPC-side worker: call the node's vLLM with streaming and push each delta to the relay.
+
+This file is shipped as *source* to the Globus Compute endpoint (registered with
+`register_source_code(source, "run_worker")`), so the GPU node needs no tierwise install:
+it uses only the standard library, plus the `websockets` package for the relay link. Without
+`websockets`, or when the relay cannot be reached, it still generates and returns every
+event in its result, which the proxy uses as the batch fallback.
+
+The result is a dict: ``events`` (every message, in sequence order, exactly as sent to the
+relay), ``cancelled``, ``relayed`` (the relay took every event) and ``worker`` (host, pid).
+Keep it runnable on Python 3.9+: endpoints often lag behind the proxy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+CLOSE_CANCELLED = 4001  # relay close code: the consumer cancelled or left
+FORWARDED_DELTA_KEYS = ("content", "tool_calls", "reasoning_content")
+
+
+class UpstreamError(Exception):
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RelayLink:
+    """The producer end of one relay channel: ordered, replayable, reconnecting.
+
+    Every message gets the next sequence number and is kept, so after any reconnect the
+    relay's `hello.resume_from` says where to resend from and nothing is lost; the relay
+    drops what it already has, so nothing is duplicated.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        connect_timeout_s: float = 5.0,
+        reconnect_window_s: float = 30.0,
+        on_cancel: Callable[[], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.token = token
+        self.connect_timeout_s = connect_timeout_s
+        self.reconnect_window_s = reconnect_window_s
+        self.on_cancel = on_cancel
+        self.log: list[str] = []
+        self.sent = 0  # messages of self.log written to the current connection
+        self.closed_cleanly_at = -1  # len(log) when the relay last closed us normally
+        self.cancelled = threading.Event()
+        self.gave_up = threading.Event()
+        self.finished = threading.Event()
+        self.heartbeat_s = 0.5
+        self.last_send = time.monotonic()
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, name="relay-link", daemon=True),
+            threading.Thread(target=self._beat, name="relay-heartbeat", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def emit(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Number, keep and (when connected) send one message; returns it."""
+        with self._lock:
+            message = dict(message, seq=len(self.log) + 1)
+            raw = json.dumps(message, separators=(",", ":"))
+            self.log.append(raw)
+            conn = self._conn
+            if conn is not None and self.sent == len(self.log) - 1:
+                try:
+                    conn.send(raw)
+                    self.sent += 1
+                    self.last_send = time.monotonic()
+                except Exception:  # the link thread sees the close and reconnects
+                    self._conn = None
+        return message
+
+    def finish(self, drain_s: float) -> bool:
+        """After the last message: wait up to drain_s for the relay to take all, then close."""
+        deadline = time.monotonic() + drain_s
+        delivered, conn = False, None
+        while time.monotonic() < deadline and not self.gave_up.is_set():
+            with self._lock:
+                if self.closed_cleanly_at == len(self.log):
+                    delivered, conn = True, None  # the relay took the end and closed first
+                    break
+                if self._conn is not None and self.sent == len(self.log):
+                    conn, delivered = self._conn, True
+                    break
+            if self.cancelled.is_set():
+                break
+            time.sleep(0.01)
+        self.finished.set()
+        if conn is not None:
+            try:
+                conn.close()  # the close handshake follows every data frame on the socket
+            except Exception:
+                delivered = False
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                self._conn = None
+        return delivered
+
+    def _cancel(self) -> None:
+        if not self.cancelled.is_set():
+            self.cancelled.set()
+            if self.on_cancel is not None:
+                self.on_cancel()
+
+    def _run(self) -> None:
+        try:
+            from websockets.exceptions import ConnectionClosed, InvalidStatus
+            from websockets.sync.client import connect
+        except ImportError:
+            self.gave_up.set()  # no websockets on this node: batch result only
+            return
+        lost_at = time.monotonic()
+        backoff = 0.05
+        while not self.finished.is_set() and not self.cancelled.is_set():
+            try:
+                conn = connect(
+                    self.url,
+                    additional_headers={"Authorization": "Bearer " + self.token},
+                    open_timeout=self.connect_timeout_s,
+                    close_timeout=2,
+                )
+                hello = json.loads(conn.recv(timeout=self.connect_timeout_s))
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                if status == 410:  # the channel ended: the consumer cancelled
+                    self._cancel()
+                    return
+                if status in (401, 403, 404):  # retrying cannot help
+                    self.gave_up.set()
+                    return
+                conn = None
+            except Exception:
+                conn = None
+            if conn is None:
+                if time.monotonic() - lost_at > self.reconnect_window_s:
+                    self.gave_up.set()
+                    return
+                time.sleep(backoff)
+                backoff = min(1.0, backoff * 2)
+                continue
+            backoff = 0.05
+            self.heartbeat_s = float(hello.get("heartbeat_s") or self.heartbeat_s)
+            resume_from = int(hello.get("resume_from") or 0)
+            try:
+                with self._lock:
+                    for raw in self.log[resume_from:]:
+                        conn.send(raw)
+                    self.sent = len(self.log)
+                    self.last_send = time.monotonic()
+                    self._conn = conn
+                for frame in conn:
+                    if json.loads(frame).get("type") == "cancel":
+                        self._cancel()
+                with self._lock:  # a normal close: the relay has everything we wrote
+                    self.closed_cleanly_at = self.sent
+            except ConnectionClosed as exc:
+                if exc.rcvd is not None and exc.rcvd.code == CLOSE_CANCELLED:
+                    self._cancel()
+            except Exception:
+                pass
+            with self._lock:
+                if self._conn is conn:
+                    self._conn = None
+            lost_at = time.monotonic()
+
+    def _beat(self) -> None:
+        while not self.finished.is_set() and not self.cancelled.is_set():
+            time.sleep(self.heartbeat_s / 2)
+            if time.monotonic() - self.last_send < self.heartbeat_s:
+                continue
+            conn = self._conn
+            if conn is not None:
+                try:
+                    conn.send('{"type":"heartbeat"}')
+                    self.last_send = time.monotonic()
+                except Exception:
+                    pass
+
+
+class Upstream:
+    """One streaming chat call to an OpenAI-compatible server (vLLM); abort() stops it."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 600.0) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UpstreamError("upstream url must be http(s)://host[:port]/v1, got " + base_url)
+        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        self.conn = cls(parts.hostname, parts.port, timeout=timeout_s)
+        self.path = parts.path.rstrip("/") + "/chat/completions"
+        self.url = base_url
+        self.api_key = api_key
+        self.aborted = False
+        self.sock: socket.socket | None = None
+
+    def chunks(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Yield each SSE chunk (a dict) until [DONE]; raise UpstreamError on any failure."""
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if self.api_key:
+            headers["Authorization"] = "Bearer " + self.api_key
+        try:
+            self.conn.request("POST", self.path, body=json.dumps(body), headers=headers)
+            # getresponse() hands the socket to the response and may drop conn.sock: keep it
+            # so abort() can still shut it down.
+            self.sock = self.conn.sock
+            response = self.conn.getresponse()
+        except OSError as exc:
+            raise UpstreamError(f"cannot reach the model server at {self.url}: {exc}") from None
+        if response.status != 200:
+            text = response.read(2000).decode("utf-8", "replace")
+            raise UpstreamError(
+                f"the model server answered HTTP {response.status}: {text}", response.status
+            )
+        try:
+            for line in response:
+                line = line.strip()
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    return
+                yield json.loads(data)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            if not self.aborted:
+                raise UpstreamError(f"the model server stream broke: {exc}") from None
+            return
+        if not self.aborted:
+            raise UpstreamError("the model server closed the stream before [DONE]")
+
+    def abort(self) -> None:
+        """Close the socket, so the server stops generating (vLLM aborts on disconnect)."""
+        self.aborted = True
+        sock = self.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def _delta_messages(chunk: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    """Token messages for one chunk's first choice, and its finish_reason (or None)."""
+    messages: list[dict[str, Any]] = []
+    finish: str | None = None
+    for choice in chunk.get("choices") or []:
+        if choice.get("index", 0) != 0:
+            continue
+        delta = choice.get("delta") or {}
+        kept = {k: delta[k] for k in FORWARDED_DELTA_KEYS if delta.get(k)}
+        if kept:
+            messages.append({"type": "token", "delta": kept})
+        finish = choice.get("finish_reason") or finish
+    return messages, finish
+
+
+def run_worker(job: dict[str, Any]) -> dict[str, Any]:
+    """Run one chat request on this node and stream it; see the module docstring.
+
+    job = {"upstream": {"url", "api_key", "timeout_s"}, "body": {...OpenAI chat request...},
+           "relay": {"url", "token", "connect_timeout_s", "reconnect_window_s", "drain_s"} or None}
+    """
+    upstream_cfg = job["upstream"]
+    upstream = Upstream(
+        upstream_cfg["url"], upstream_cfg.get("api_key"), float(upstream_cfg.get("timeout_s", 600))
+    )
+    relay_cfg = job.get("relay")
+    link = None
+    if relay_cfg:
+        link = RelayLink(
+            relay_cfg["url"],
+            relay_cfg["token"],
+            float(relay_cfg.get("connect_timeout_s", 5)),
+            float(relay_cfg.get("reconnect_window_s", 30)),
+            on_cancel=upstream.abort,
+        )
+    events: list[dict[str, Any]] = []
+
+    def emit(message: dict[str, Any]) -> None:
+        events.append(link.emit(message) if link else dict(message, seq=len(events) + 1))
+
+    body = dict(job["body"], stream=True, stream_options={"include_usage": True})
+    finish, usage = None, None
+    try:
+        for chunk in upstream.chunks(body):
+            messages, chunk_finish = _delta_messages(chunk)
+            for message in messages:
+                emit(message)
+            finish = chunk_finish or finish
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+        if not upstream.aborted:
+            if usage:
+                emit({"type": "usage", "usage": usage})
+            emit({"type": "done", "finish_reason": finish or "stop"})
+    except UpstreamError as exc:
+        if not upstream.aborted:
+            emit({"type": "error", "message": str(exc), "status": exc.status})
+    finally:
+        upstream.conn.close()
+    cancelled = bool(link and link.cancelled.is_set())
+    relayed = False
+    if link is not None:
+        relayed = link.finish(0.0 if cancelled else float((relay_cfg or {}).get("drain_s", 2)))
+    return {
+        "events": events,
+        "cancelled": cancelled,
+        "relayed": relayed,
+        "worker": {"host": socket.gethostname(), "pid": os.getpid()},
+    }

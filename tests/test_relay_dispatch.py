@@ -1,0 +1,112 @@
+"""Dispatch: the worker ships as source and runs through the SDK's serializer and the
+endpoint's own task runner; Globus Compute that cannot be reached fails fast."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from globus_compute_sdk.errors import TaskExecutionFailed
+
+from relay.dispatch import Dispatcher, DispatchError, LocalExecutor, globus_executor, worker_source
+from tests.servers import REPO, Stub
+from tests.servers.globus_offline import SDK_PORT, black_hole, offline_env
+
+
+def test_worker_source_needs_only_the_standard_library_and_websockets() -> None:
+    tree = ast.parse(worker_source())
+    modules = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules.add(node.module.split(".")[0])
+    outside = modules - set(sys.stdlib_module_names) - {"__future__", "websockets"}
+    assert not outside, f"the endpoint would need: {sorted(outside)}"
+
+
+@pytest.mark.integration
+def test_local_executor_runs_the_shipped_source_like_an_endpoint(
+    stub_factory: Callable[..., Stub],
+) -> None:
+    stub = stub_factory("vllm")
+    dispatcher = Dispatcher(lambda: LocalExecutor(workers=2), "the local executor", 30)
+    try:
+        job = {
+            "upstream": {"url": f"{stub.url}/v1"},
+            "body": {"model": "m", "messages": [{"role": "user", "content": "from source"}]},
+            "relay": None,
+        }
+        future = dispatcher.submit(job)
+        assert future.task_id  # type: ignore[attr-defined]  # a ComputeFuture, as the SDK's
+        result = future.result(timeout=60)
+        text = "".join(e["delta"]["content"] for e in result["events"] if e["type"] == "token")
+        assert text == "[vllm] from source"
+        assert result["events"][-1]["type"] == "done"
+        assert result["worker"]["pid"] != os.getpid()  # ran in its own worker process
+    finally:
+        dispatcher.close()
+
+
+@pytest.mark.integration
+def test_a_failing_task_raises_the_sdks_error_with_the_remote_traceback() -> None:
+    executor = LocalExecutor(workers=1)
+    try:
+        function_id = executor.register_source_code(
+            "def run_worker(job):\n    raise RuntimeError('no GPU here: ' + job['why'])\n",
+            "run_worker",
+        )
+        future = executor.submit_to_registered_function(function_id, (), {"job": {"why": "x"}})
+        with pytest.raises(TaskExecutionFailed, match="RuntimeError: no GPU here: x"):
+            future.result(timeout=60)
+    finally:
+        executor.shutdown()
+
+
+def test_missing_credentials_fail_instead_of_starting_an_interactive_login(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("GLOBUS_COMPUTE_CLIENT_ID", raising=False)
+    monkeypatch.delenv("GLOBUS_COMPUTE_CLIENT_SECRET", raising=False)
+    with pytest.raises(DispatchError, match="GLOBUS_COMPUTE_CLIENT_ID and GLOBUS_COMPUTE_CLIENT"):
+        globus_executor("00000000-0000-4000-8000-000000000002")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.integration
+def test_unreachable_globus_fails_within_our_deadline(tmp_path: Path) -> None:
+    """The real SDK against a service that never answers: it would wait for minutes."""
+    if not _port_free(SDK_PORT):
+        pytest.skip(f"127.0.0.1:{SDK_PORT} is taken; the SDK's local environment needs it")
+    with black_hole():
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "tests.servers.globus_offline", "2"],
+            env={**os.environ, **offline_env(tmp_path)},
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+        )
+        elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = json.loads(result.stdout)
+    assert "did not answer within 2s while connecting" in outcome["error"]
+    assert outcome["seconds"] < 3 and elapsed < 20

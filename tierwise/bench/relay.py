@@ -1,0 +1,211 @@
+"""`tierwise bench relay`: what the relay adds to time to first token, how many tokens per
+second one relay process carries, and whether 200 concurrent streams arrive intact.
+
+Everything runs on loopback in one run: a relay process, an OpenAI-compatible stand-in for
+vLLM (the test stub, so run this from a checkout), the real worker and the real consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tierwise.bench.stats import summary_ms
+
+REPO = Path(__file__).resolve().parents[2]
+STREAM_TTFT_CONTEXT = (
+    "STREAM (prior art) reports 0.57-0.65 s end-to-end TTFT through its relay on a real "
+    "HPC deployment; this bench isolates what the relay hop itself adds."
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(url: str, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not answer at {url}")
+
+
+@contextmanager
+def _process(command: list[str], ready: str, what: str, env: dict[str, str]) -> Iterator[None]:
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            command, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            _wait(ready, process, what)
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+def run(
+    ttft_runs: int = 50, throughput_tokens: int = 100_000, streams: int = 200, tokens: int = 500
+) -> dict[str, Any]:
+    if not (REPO / "tests" / "servers" / "openai_stub.py").is_file():
+        raise RuntimeError(f"run from a tierwise checkout: {REPO}/tests/servers is missing")
+    secret = secrets.token_urlsafe(32)
+    env = {"TIERWISE_RELAY_SECRET": secret}
+    relay_port, stub_port = _free_port(), _free_port()
+    relay_cmd = [sys.executable, "-m", "relay", "--port", str(relay_port)]
+    stub_cmd = [sys.executable, "-m", "tests.servers.openai_stub", "--port", str(stub_port)]
+    results: dict[str, Any] = {}
+    with (
+        _process(relay_cmd, f"http://127.0.0.1:{relay_port}/health", "relay", env),
+        _process(stub_cmd, f"http://127.0.0.1:{stub_port}/health", "stub", env),
+    ):
+        base = f"ws://127.0.0.1:{relay_port}"
+        upstream = f"http://127.0.0.1:{stub_port}/v1"
+        results["ttft"] = _ttft(base, upstream, secret.encode(), ttft_runs)
+        results["throughput"] = _load(base, secret, 1, throughput_tokens)
+        results["concurrent"] = _load(base, secret, streams, tokens)
+    results["context"] = STREAM_TTFT_CONTEXT
+    return results
+
+
+def _ttft(base: str, upstream: str, secret: bytes, runs: int) -> dict[str, Any]:
+    """Alternate direct and relayed requests to the same upstream; time to first content."""
+    from relay import protocol
+    from relay.consumer import HpcStream, StreamTimeouts
+    from relay.worker import Upstream, run_worker
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "one two three"}]}
+
+    def direct() -> float:
+        """The worker's own HTTP client, straight to the upstream: the same code minus relay."""
+        started = time.perf_counter()
+        client = Upstream(upstream)
+        request = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        try:
+            for chunk in client.chunks(request):
+                if any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or []):
+                    return time.perf_counter() - started
+        finally:
+            client.conn.close()
+        raise RuntimeError("the upstream sent no content")
+
+    async def relayed(pool: ThreadPoolExecutor, index: int) -> tuple[float, str]:
+        channel = f"bench-ttft-{index:05d}"
+        job = {
+            "upstream": {"url": upstream},
+            "body": body,
+            "relay": {
+                "url": base + protocol.channel_path(channel, "produce"),
+                "token": protocol.mint_token(secret, channel, "produce", 600),
+            },
+        }
+        started = time.perf_counter()
+        future = pool.submit(run_worker, job)
+        token = protocol.mint_token(secret, channel, "consume", 600)
+        stream = HpcStream(base, channel, token, future, StreamTimeouts(total_s=30))
+        first, source = 0.0, ""
+        async for event in stream.events():
+            if not first and event["type"] == "token":
+                first = time.perf_counter() - started
+                source = "relay" if stream.source_counts["relay"] else "result"
+        return first, source
+
+    direct_s, relay_s, sources = [], [], {"relay": 0, "result": 0}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for index in range(runs + 3):
+            d = direct()
+            r, source = asyncio.run(relayed(pool, index))
+            if index >= 3:  # warm-up
+                direct_s.append(d)
+                relay_s.append(r)
+                sources[source] += 1
+    direct_summary, relay_summary = summary_ms(direct_s), summary_ms(relay_s)
+    return {
+        "runs": runs,
+        "direct": direct_summary,
+        "via_relay": relay_summary,
+        "added_p50_ms": round(relay_summary["p50_ms"] - direct_summary["p50_ms"], 3),
+        "first_token_source": sources,
+    }
+
+
+def _load(base: str, secret: str, streams: int, tokens: int) -> dict[str, Any]:
+    """`streams` producers in a separate process, consumers here; every token is checked."""
+    from tierwise.bench.relay_load import consume
+
+    channels = [f"bench-load-{streams}-{i:05d}" for i in range(streams)]
+    command = [sys.executable, "-m", "tierwise.bench.relay_load", base, str(tokens), *channels]
+
+    async def consume_all() -> list[Any]:
+        consumers = [consume(base, secret.encode(), c, tokens) for c in channels]
+        return await asyncio.gather(*consumers)
+
+    started = time.perf_counter()
+    producer = subprocess.Popen(
+        command, cwd=REPO, env={**os.environ, "TIERWISE_RELAY_SECRET": secret}
+    )
+    try:
+        checked = asyncio.run(consume_all())
+    finally:
+        producer.wait(60)
+    elapsed = time.perf_counter() - started
+    received = sum(c.tokens for c in checked)
+    return {
+        "streams": streams,
+        "tokens_per_stream": tokens,
+        "tokens_received": received,
+        "lost": sum(c.lost for c in checked),
+        "duplicated": sum(c.duplicated for c in checked),
+        "misrouted": sum(c.misrouted for c in checked),
+        "unfinished_streams": sum(not c.finished for c in checked),
+        "errors": sorted({c.error for c in checked if c.error}),
+        "seconds": round(elapsed, 3),
+        "tokens_per_s": round(received / elapsed),
+    }
+
+
+def format_results(results: dict[str, Any]) -> str:
+    ttft, one, many = results["ttft"], results["throughput"], results["concurrent"]
+    lines = [
+        f"time to first token, {ttft['runs']} runs each, same upstream, loopback:",
+        f"  direct to upstream     p50 {ttft['direct']['p50_ms']:.2f} ms   "
+        f"p99 {ttft['direct']['p99_ms']:.2f} ms",
+        f"  worker -> relay -> us  p50 {ttft['via_relay']['p50_ms']:.2f} ms   "
+        f"p99 {ttft['via_relay']['p99_ms']:.2f} ms",
+        f"  added by the relay hop p50 {ttft['added_p50_ms']:.2f} ms (target <= 5 ms); first "
+        f"token came via the relay in {ttft['first_token_source']['relay']} of {ttft['runs']} runs",
+        f"one stream through one relay process: {one['tokens_per_s']:,} tokens/s "
+        f"({one['tokens_received']:,} tokens in {one['seconds']:.2f} s; target >= 20,000/s)",
+        f"{many['streams']} concurrent streams x {many['tokens_per_stream']} tokens: "
+        f"{many['tokens_per_s']:,} tokens/s; lost {many['lost']}, duplicated "
+        f"{many['duplicated']}, misrouted {many['misrouted']}, unfinished "
+        f"{many['unfinished_streams']}{' ' + str(many['errors']) if many['errors'] else ''}",
+        "(producer, relay and consumer processes share this machine's cores)",
+        results["context"],
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""Protocol-level load for `tierwise bench relay`: producers (run in their own process) and
+consumers that check every stream for lost, duplicated or reordered tokens.
+
+`python -m tierwise.bench.relay_load WS_BASE COUNT CHANNEL...` produces COUNT tokens (then
+`done`) on each channel concurrently, with the secret from TIERWISE_RELAY_SECRET.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+from relay import protocol
+
+
+def _headers(secret: bytes, channel: str, role: protocol.Role) -> dict[str, str]:
+    return {"Authorization": f"Bearer {protocol.mint_token(secret, channel, role, 600)}"}
+
+
+def token_text(channel: str, seq: int) -> str:
+    """What token `seq` of `channel` carries, so a consumer can check it came to the right one."""
+    return f" {channel[-6:]}:{seq}"
+
+
+async def produce(base: str, secret: bytes, channel: str, count: int) -> None:
+    url = base + protocol.channel_path(channel, "produce")
+    async with connect(url, additional_headers=_headers(secret, channel, "produce")) as ws:
+        hello = json.loads(await ws.recv())
+        beat = asyncio.create_task(_heartbeat(ws, float(hello["heartbeat_s"])))
+        for seq in range(hello["resume_from"] + 1, count + 1):
+            delta = {"content": token_text(channel, seq)}
+            await ws.send(json.dumps({"type": "token", "seq": seq, "delta": delta}))
+            if seq % 16 == 0:
+                await asyncio.sleep(0)  # let the other streams in, as concurrent GPUs would
+        await ws.send(json.dumps({"type": "done", "seq": count + 1, "finish_reason": "stop"}))
+        beat.cancel()
+        async for _ in ws:  # until the relay closes after the end
+            pass
+
+
+async def _heartbeat(ws: Any, every_s: float) -> None:
+    """As the worker does: prove liveness while waiting for a turn on a busy machine."""
+    while True:
+        await asyncio.sleep(every_s)
+        await ws.send('{"type":"heartbeat"}')
+
+
+@dataclass
+class Checked:
+    tokens: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    misrouted: int = 0
+    finished: bool = False
+    error: str | None = None
+
+
+async def consume(base: str, secret: bytes, channel: str, count: int) -> Checked:
+    """Read one channel to its end, acknowledging as asked, and check every token."""
+    url = base + protocol.channel_path(channel, "consume")
+    seen: set[int] = set()
+    checked = Checked()
+    async with connect(url, additional_headers=_headers(secret, channel, "consume")) as ws:
+        hello = json.loads(await ws.recv())
+        ack_every = int(hello["ack_every"])
+        async for raw in ws:
+            message: dict[str, Any] = json.loads(raw)
+            seq = message["seq"]
+            if message["type"] in ("done", "error"):
+                checked.finished = message["type"] == "done"
+                checked.error = message.get("message")
+                await ws.send(json.dumps({"type": "ack", "seq": seq}))
+                break
+            if seq in seen:
+                checked.duplicated += 1
+            seen.add(seq)
+            checked.tokens += 1
+            if message["delta"]["content"] != token_text(channel, seq):
+                checked.misrouted += 1
+            if checked.tokens % ack_every == 0:
+                await ws.send(json.dumps({"type": "ack", "seq": seq}))
+    checked.lost = count - len(seen & set(range(1, count + 1)))
+    return checked
+
+
+async def _produce_all(base: str, secret: bytes, count: int, channels: list[str]) -> None:
+    await asyncio.gather(*(produce(base, secret, c, count) for c in channels))
+
+
+def main(argv: list[str]) -> int:
+    base, count, channels = argv[0], int(argv[1]), argv[2:]
+    secret = os.environ["TIERWISE_RELAY_SECRET"].encode()
+    asyncio.run(_produce_all(base, secret, count, channels))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
