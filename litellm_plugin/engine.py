@@ -235,11 +235,16 @@ class Engine:
         if served != decided:
             reason = f"fallback: {decided} failed, served by {served}; {reason}"
         score = record.get("score")
-        return {
+        headers = {
             "x-tierwise-tier": _header(str(served)),
             "x-tierwise-score": "n/a" if score is None else f"{float(score):.4f}",
             "x-tierwise-reason": _header(reason),
         }
+        hit = record.get("cache")
+        if isinstance(hit, Mapping):
+            kind = "exact" if hit.get("exact") else f"similar {hit.get('similarity')}"
+            headers["x-tierwise-cache"] = f"hit ({kind}; answered by {hit.get('answered_by')})"
+        return headers
 
     # -- helpers ---------------------------------------------------------------------------
 

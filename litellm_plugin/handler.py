@@ -24,7 +24,7 @@ from typing import Any
 from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 
-from litellm_plugin import cache
+from litellm_plugin import cache as answer_cache
 from litellm_plugin.engine import (
     Engine,
     metadata_of,
@@ -54,7 +54,7 @@ class TierwiseHandler(CustomLogger):
         engine = Engine(setup_from_proxy_config(proxy_config, where))
         engine.start()
         if engine.cache is not None:
-            cache.install(engine, engine.cache)
+            answer_cache.install(engine, engine.cache)
         return cls(engine)
 
     # -- before the call -------------------------------------------------------------------
@@ -89,7 +89,7 @@ class TierwiseHandler(CustomLogger):
         record = engine.record_of(decision, fail_open=fail_open)
         engine.attach(metadata, record)
         if engine.cache is not None:
-            cache.install(engine, engine.cache)
+            answer_cache.install(engine, engine.cache)
             engine.remember_memo(data.get("litellm_call_id"), request.memo)
         self._ensure_retries(data, record)
         return data

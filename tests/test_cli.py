@@ -90,7 +90,7 @@ def test_a_megabyte_prompt_gets_a_clear_error_not_a_traceback() -> None:
     assert result.returncode == 1
     assert b"Traceback" not in result.stderr
     error = json.loads(result.stdout)["error"]
-    assert "larger than every tier's window" in error and "cloud=200000" in error
+    assert "more than any tier can take" in error and "cloud=200000" in error
 
 
 def test_doctor_reports_each_check() -> None:

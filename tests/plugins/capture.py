@@ -23,6 +23,8 @@ class Capture(CustomLogger):
             "model_group": payload.get("model_group"),
             "model_id": payload.get("model_id"),
             "spend_logs_metadata": metadata.get("spend_logs_metadata"),
+            "cache_hit": payload.get("cache_hit"),
+            "response_cost": payload.get("response_cost"),
         }
         with open(os.environ["TIERWISE_TEST_CAPTURE"], "a", encoding="utf-8") as sink:
             sink.write(json.dumps(row, default=str) + "\n")

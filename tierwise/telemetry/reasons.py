@@ -16,7 +16,8 @@ from tierwise.decision import Decision
 
 RULES = ("capability", "context", "complexity", "vram", "sla", "health", "custom")
 _TARGET = re.compile(r"-> (\S+)\s*$")
-_TIERS = re.compile(r"do not fit (.+)$")
+_TIERS = re.compile(r"do not fit (.+)$|for context: (.+?) cannot hold")
+_STAYED = re.compile(r"summarize and stay on (\S+?):")
 
 
 def rule_of(reason: str) -> str:
@@ -55,8 +56,11 @@ def _short(line: str) -> str:
     if rule == "capability":
         return f"capability: {words[0]}" if words else rule
     if rule == "context":
+        stayed = _STAYED.search(rest)
+        if stayed:
+            return f"context: summarized to stay on {stayed.group(1)}"
         match = _TIERS.search(rest.split(";", 1)[0])
-        return f"context: too long for {match.group(1)}" if match else rule
+        return f"context: too long for {match.group(1) or match.group(2)}" if match else rule
     subject = words[0] if words else ""
     if rule == "vram":
         return f"vram: {subject} full"
