@@ -23,6 +23,7 @@ from tierwise.decision import Decision
 from tierwise.request import ChatRequest, Scope
 from tierwise.router import TierRouter
 from tierwise.scoring.base import Scorer
+from tierwise.telemetry import Telemetry
 
 log = logging.getLogger("tierwise.litellm")
 
@@ -51,9 +52,14 @@ class Engine:
             timeout_s=self.settings.metrics_timeout_s,
         )
         self.steps: list[Step] = load_steps(self.settings.steps, setup)
+        if setup.config.summarize.enabled:
+            from litellm_plugin.context import FitContext
+
+            self.steps.append(FitContext(self))
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
         self.cache: SemanticCache | None = None
+        self.telemetry = Telemetry.for_router(self.router, host="litellm")
         # request.memo (e.g. the question's embedding) by litellm_call_id, so the cache
         # backend, which LiteLLM calls with its own kwargs, reuses what deciding computed.
         self._memos: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -72,6 +78,21 @@ class Engine:
         self.router.close()
         if self.cache is not None:
             self.cache.close()
+
+    def log_request(self, metadata: Mapping[str, Any], **measured: Any) -> None:
+        """One row for a finished `auto` request: the decision it carried plus what happened."""
+        record = record_in(metadata)
+        if record is None:
+            return
+        decision = Decision.from_dict(record)
+        served = measured.pop("tier", None) or (record.get("attempts") or [decision.tier])[-1]
+        self.telemetry.request(
+            decision,
+            scope=self.scope_of({}, metadata),
+            tier=served,
+            summarized=bool(record.get("context")),
+            **measured,
+        )
 
     def remember_memo(self, call_id: object, memo: dict[str, Any]) -> None:
         if not isinstance(call_id, str) or not memo:
@@ -97,14 +118,18 @@ class Engine:
 
     def request_view(self, body: Mapping[str, Any], metadata: Mapping[str, Any]) -> ChatRequest:
         """The core's view of a LiteLLM request body; raises RequestError when malformed."""
-        # The end user a client names (`user`) partitions the cache further, but only ever
-        # inside its API key's scope: naming someone else's id reaches nothing of theirs.
-        scope = Scope(
-            user=_str(body.get("user")) or _str(metadata.get("user_api_key_user_id")),
+        return ChatRequest.from_openai(body, scope=self.scope_of(body, metadata))
+
+    @staticmethod
+    def scope_of(body: Mapping[str, Any], metadata: Mapping[str, Any]) -> Scope:
+        """Who asked. The end user a client names (`user`) partitions the cache further, but
+        only inside its API key's scope: naming someone else's id reaches nothing of theirs."""
+        end_user = _str(body.get("user")) or _str(metadata.get("user_api_key_end_user_id"))
+        return Scope(
+            user=end_user or _str(metadata.get("user_api_key_user_id")),
             team=_str(metadata.get("user_api_key_team_id")),
             api_key=_str(metadata.get("user_api_key_hash")),
         )
-        return ChatRequest.from_openai(body, scope=scope)
 
     def decide(self, request: ChatRequest) -> Decision:
         """Score and run the rules; raises RoutingError when no tier can take the request."""
@@ -113,6 +138,7 @@ class Engine:
     def fail_open(self, error: BaseException, where: str) -> Decision:
         """The default tier, when tierwise itself broke: logged, counted, and said in reasons."""
         n = self.count("fail_open")
+        self.telemetry.error(where)
         log.error(
             "tierwise: fail-open #%d in %s (%s: %s); serving the default tier %s",
             n,

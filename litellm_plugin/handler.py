@@ -25,6 +25,7 @@ from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 
 from litellm_plugin import cache as answer_cache
+from litellm_plugin.context import is_internal
 from litellm_plugin.engine import (
     Engine,
     metadata_of,
@@ -159,15 +160,49 @@ class TierwiseHandler(CustomLogger):
             metadata = params.get("metadata") or {}
             if not self.engine.is_ours(metadata.get("model_group")) or params.get("mock_response"):
                 return
+            if is_internal(metadata):
+                return  # tierwise's own summarizer call: not a user request
             tier = (params.get("model_info") or {}).get(TIER_KEY)
             if not isinstance(tier, str):
                 return
+            payload = kwargs.get("standard_logging_object") or {}
+            cache_hit = bool(payload.get("cache_hit") or kwargs.get("cache_hit"))
             first = kwargs.get("completion_start_time") if kwargs.get("stream") else None
             ttft_ms = _ms_between(start_time, first or end_time)
-            if ttft_ms is not None:
+            if ttft_ms is not None and not cache_hit:  # a replay says nothing of the tier
                 self.engine.observe_success(tier, ttft_ms)
+            usage = payload.get("total_tokens") is not None
+            self.engine.log_request(
+                metadata,
+                tier=tier,
+                model=str(kwargs.get("model") or ""),
+                ok=True,
+                latency_ms=_ms_between(start_time, end_time),
+                ttft_ms=ttft_ms,
+                tokens_in=payload.get("prompt_tokens") if usage else None,
+                tokens_out=int(payload.get("completion_tokens") or 0),
+                cache_hit=cache_hit,
+                cost_usd=payload.get("response_cost"),
+            )
         except Exception:
             log.exception("tierwise: recording a success failed (ignored)")
+
+    async def async_post_call_failure_hook(
+        self,
+        request_data: dict,
+        original_exception: Exception,
+        user_api_key_dict: Any,
+        traceback_str: str | None = None,
+    ) -> Any:
+        """The request failed for good (every attempt): one failed row in the decision log."""
+        try:
+            metadata = metadata_of(request_data) or {}
+            if self.engine.is_ours(request_data.get("model")) and record_in(metadata):
+                error = f"{type(original_exception).__name__}: {original_exception}"[:300]
+                self.engine.log_request(metadata, tier=None, ok=False, error=error)
+        except Exception:
+            log.exception("tierwise: recording a failed request failed (ignored)")
+        return None
 
     async def async_post_call_failure_deployment_hook(
         self,

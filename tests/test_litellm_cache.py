@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,6 +54,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, d
         "tierwise": {
             "scoring": {"method": "heuristic"},
             "cache": {"enabled": True, "directory": str(log_dir / "answers")},
+            "telemetry": {"log": True, "path": str(log_dir / "decisions.db")},
         },
     }
     service = start_litellm(
@@ -149,3 +152,28 @@ def test_cache_hits_reach_the_spend_log_as_zero_cost(
     rows = [json.loads(line) for line in lines]
     hits = [r for r in rows if r["cache_hit"]]
     assert hits and all(not r["response_cost"] for r in hits)
+
+
+def test_every_request_lands_in_the_decision_log(proxy: tuple[Service, dict[str, Stub]]) -> None:
+    service, _ = proxy
+    ask(service, "Who painted the Mona Lisa?", user="gina")
+    ask(service, "Who painted the Mona Lisa?", user="gina")  # an exact cache hit
+    path = service.log.parent / "decisions.db"
+    deadline = time.monotonic() + 15
+    rows: list[sqlite3.Row] = []
+    while time.monotonic() < deadline:  # the writer thread flushes in batches
+        if path.exists():
+            with sqlite3.connect(path) as conn:
+                conn.row_factory = sqlite3.Row
+                rows = conn.execute("SELECT * FROM requests ORDER BY id").fetchall()
+            if sum(r["cache_hit"] for r in rows) >= 2 and len(rows) >= 6:
+                break
+        time.sleep(0.2)
+    assert {r["host"] for r in rows} == {"litellm"}
+    served = [r for r in rows if not r["cache_hit"]]
+    hits = [r for r in rows if r["cache_hit"]]
+    assert served and hits
+    assert all(r["tier"] == "cache" and r["cost_usd"] == 0 for r in hits)
+    assert all(r["routed_tier"] in ("local", "hpc", "cloud") for r in rows)
+    assert all(r["latency_ms"] is not None and r["latency_ms"] >= 0 for r in rows)
+    assert all(len(r["scope"]) >= 16 and "gina" not in r["scope"] for r in rows)

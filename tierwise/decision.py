@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,23 @@ class Decision:
             "prompt_tokens": self.prompt_tokens,
             "decided_in_ms": round(self.decided_in_ms, 3),
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Decision:
+        """Rebuild from as_dict() output (e.g. after it travelled in a host's metadata)."""
+        score = data.get("score")
+        return cls(
+            tier=str(data["tier"]),
+            models=tuple(data.get("models") or ()),
+            score=float(score) if score is not None else float("nan"),
+            band=str(data.get("band") or ""),
+            reasons=tuple(data.get("reasons") or ()),
+            fallback_chain=tuple(data.get("fallback_chain") or ()),
+            scorer=str(data.get("scorer") or ""),
+            probe=bool(data.get("probe")),
+            prompt_tokens=data.get("prompt_tokens"),
+            decided_in_ms=float(data.get("decided_in_ms") or 0.0),
+        )
 
     def short_reason(self) -> str:
         """One line for a response header: the last rule that acted decides the tier."""
