@@ -2,17 +2,17 @@
 
 A request for `auto` goes through, in order:
 
-    before_route(call)    call.decision is None. A semantic-cache lookup goes here: on a hit
-                          it sets call.data["mock_response"] (LiteLLM then answers with that
-                          text, streamed or not, without calling any deployment) and may set
+    before_route(call)    call.decision is None. A step that can answer by itself sets
+                          call.data["mock_response"] (LiteLLM then answers with that text,
+                          streamed or not, without calling any deployment) and may set
                           call.skip_routing = True to save the scoring.
     (tierwise decides)
-    after_route(call)     call.decision is set; e.g. stamp the tier for a later cache store.
+    after_route(call)     call.decision is set.
     before_attempt(attempt)
                           once per deployment attempt, after LiteLLM picked the deployment,
-                          so after a fallback it runs again for the new tier. Fitting the
-                          context to that tier's window goes here: rewrite
-                          attempt.kwargs["messages"] in place.
+                          so after a fallback it runs again for the new tier. tierwise's
+                          own context fitting (litellm_plugin/context.py) is such a step:
+                          it rewrites attempt.kwargs["messages"] in place.
 
 Steps are listed in the `tierwise.steps` setting as dotted paths to a factory that takes the
 `PluginSetup` and returns a `Step`. A step that raises is logged and skipped (fail open),

@@ -251,7 +251,9 @@ class CacheConfig(StrictModel):
     backend: Literal["disk", "redis"] = "disk"
     directory: str | None = Field(None, description="disk backend (default: user cache dir)")
     redis_url: str | None = Field(None, description="redis backend, e.g. redis://host:6379/0")
-    similarity: float = Field(0.9, gt=0, le=1, description="cosine needed for a semantic hit")
+    similarity: float = Field(
+        0.87, gt=0, le=1, description="cosine needed for a semantic hit (see eval-cache)"
+    )
     ttl_s: float = Field(86400.0, gt=0)
     max_entries: int = Field(100_000, ge=1)
     scope: Literal["user", "team", "global"] = "user"
