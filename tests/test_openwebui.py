@@ -8,14 +8,16 @@ Each stand-in answers "[<name>] <prompt>", so a reply says which tier served it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import random
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -55,6 +57,7 @@ class Stack:
     cloud: Stub
     user_token: str
     valves: dict[str, Any]  # as installed; each test starts from these
+    root: Path  # this run's directory: configs, the cache, the decision log
 
     def save_valves(self, **changes: Any) -> httpx.Response:
         """Save the installed valves with these changes (Open WebUI replaces the whole set)."""
@@ -115,8 +118,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # they do whatever scorer `auto` means in this tierwise.
         config = yaml.safe_load((REPO / "tierwise/defaults/default.yaml").read_text())
         config["scoring"]["method"] = "heuristic"
+        # The semantic cache (when a test turns its valve on) lives in this run's directory.
+        config["cache"] = {"directory": str(root / "answers")}
         config_path = root / "ladder.yaml"
         config_path.write_text(yaml.safe_dump(config))
+        # The same ladder with the decision log on, for the telemetry test.
+        config["telemetry"] = {"log": True, "path": str(root / "decisions.db")}
+        (root / "ladder-logged.yaml").write_text(yaml.safe_dump(config))
         valves = {"tier_models": TIER_MODELS, "config_path": str(config_path)}
         done = install_cli(
             server,
@@ -145,7 +153,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 )
                 assert granted.status_code == 200, granted.text
         user_token = server.sign_in("uma@example.org", "uma-pass-123")
-        yield Stack(server, local, hpc, cloud, user_token, valves)
+        # As the UI does after signing in: list the models. Open WebUI refreshes its model
+        # list (with the access grants made above) then, and the pipe reads that list.
+        with server.client(user_token) as uma:
+            assert uma.get("/api/models").status_code == 200
+        yield Stack(server, local, hpc, cloud, user_token, valves, root)
     finally:
         if services and isinstance(services[-1], OpenWebUI):
             print(
@@ -303,18 +315,124 @@ def test_automatic_mapping_puts_ollama_models_in_the_cheapest_tier(owui: Stack) 
         assert answer(chat(admin, HARD, stream=False)) == f"[local] {HARD}"
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("tierwise.cache") is None,
-    reason="semantic cache (tierwise/cache.py) has not landed; wire Pipe._cache_lookup then",
-)
 def test_paraphrase_is_served_from_the_cache(owui: Stack) -> None:
     saved = owui.save_valves(semantic_cache=True)
     assert saved.status_code == 200, saved.text
     with owui.server.client() as admin:
         first = answer(chat(admin, "What is the capital of France?", stream=False))
         again = answer(chat(admin, "Tell me the capital city of France.", stream=False))
-    assert again == first
-    assert sum(owui.served().values()) == 1
+        streamed = streamed_text(admin, "Which city is the capital of France?")
+        chat_id, message_id = new_chat(admin, "whats the capital of france")
+        done = chat(
+            admin, "whats the capital of france", stream=True, chat_id=chat_id, id=message_id
+        )
+        assert done.status_code == 200, done.text
+        message = saved_message(admin, chat_id, message_id)
+    assert first == "[local] What is the capital of France?"
+    assert again == first and streamed == first and message["content"] == first
+    # Only the first question reached a model: the stand-in saw one request.
+    assert owui.served() == {"local": 1, "hpc": 0, "cloud": 0}
+    status = message["statusHistory"][-1]["description"]
+    assert status.startswith(f"auto → cached answer from {LOCAL} (local) · similarity 0.9")
+    assert "LOW" in status and message["statusHistory"][-1]["done"] is True
+
+
+def test_a_cached_answer_is_not_served_to_another_user(owui: Stack) -> None:
+    assert owui.save_valves(semantic_cache=True).status_code == 200
+    question = "What is the capital of Italy?"
+    with owui.server.client() as admin:
+        assert answer(chat(admin, question, stream=False)) == f"[local] {question}"
+        assert answer(chat(admin, question, stream=False)) == f"[local] {question}"
+    assert owui.served()["local"] == 1  # the admin's repeat came from the cache
+    with owui.server.client(owui.user_token) as uma:
+        assert streamed_text(uma, question) == f"[local] {question}"
+        assert owui.served()["local"] == 2  # not the admin's entry: Uma's own call
+        assert streamed_text(uma, "Tell me the capital city of Italy.") == f"[local] {question}"
+    assert owui.served() == {"local": 2, "hpc": 0, "cloud": 0}  # ... and now Uma's entry
+
+
+def test_a_long_chat_is_summarized_and_stays_on_the_local_tier(owui: Stack) -> None:
+    assert owui.save_valves(summarize=True).status_code == 200
+    history = long_history()
+    with owui.server.client(owui.user_token) as uma:
+        chat_id, message_id = new_chat(uma, EASY)
+        body = {"model": "auto", "messages": [*history, {"role": "user", "content": EASY}]}
+        done = uma.post(
+            "/api/chat/completions",
+            json={**body, "stream": True, "chat_id": chat_id, "id": message_id},
+        )
+        assert done.status_code == 200, done.text
+        message = saved_message(uma, chat_id, message_id)
+    assert message["content"] == f"[local] {EASY}"
+    assert owui.served() == {"local": 2, "hpc": 0, "cloud": 0}
+    summarizer_call, chat_call = (r["body"] for r in ollama_requests(owui.local))
+    # The summarizer ran on the local model, as Uma, with the old turns as a transcript ...
+    assert summarizer_call["model"] == LOCAL and summarizer_call["stream"] is False
+    assert "New messages to fold in:" in summarizer_call["messages"][-1]["content"]
+    # ... and the local model got the summary in place of the old turns, then the question.
+    sent = chat_call["messages"]
+    assert sent[0]["role"] == "system" and sent[0]["content"].startswith("[tierwise summary]")
+    assert "[local] Summary so far:" in sent[0]["content"]  # the stand-in's "summary"
+    assert sent[-1] == {"role": "user", "content": EASY}
+    assert len(sent) < len(body["messages"])
+    statuses = [s["description"] for s in message["statusHistory"]]
+    assert any("· summarized " in s and "earlier messages for local" in s for s in statuses)
+    assert "summarize and stay on local" in statuses[0]
+
+
+def test_telemetry_rows_are_written_when_the_log_is_on(owui: Stack) -> None:
+    logged = str(owui.root / "ladder-logged.yaml")
+    assert owui.save_valves(config_path=logged, semantic_cache=True).status_code == 200
+    owui.cloud.control(fail_status=500)
+    with owui.server.client() as admin:
+        streamed_text(admin, "What is the capital of Spain?")
+        streamed_text(admin, "Tell me the capital city of Spain.")
+        assert not streamed_text(admin, HARD).startswith("[cloud]")
+    with owui.server.client(owui.user_token) as uma:
+        assert answer(chat(uma, EASY, stream=False)) == f"[local] {EASY}"
+    first, hit, fallback, other = decision_rows(owui.root / "decisions.db", 4)
+    assert first["host"] == "openwebui" and first["tier"] == "local" and first["ok"] == 1
+    assert first["model"] == LOCAL and first["cache_hit"] == 0 and first["fallback"] == 0
+    assert first["ttft_ms"] is not None and first["latency_ms"] >= first["ttft_ms"]
+    assert first["tokens_out"] > 0 and first["decide_ms"] is not None
+    assert hit["tier"] == "cache" and hit["cache_hit"] == 1 and hit["routed_tier"] == "local"
+    assert hit["reason"] == "cache: hit" and hit["scope"] == first["scope"]
+    # The cloud stand-in failed: the next tier of the fallback chain served, and it says so.
+    assert fallback["routed_tier"] == "cloud" and fallback["tier"] in ("hpc", "local")
+    assert fallback["fallback"] == 1 and fallback["ok"] == 1
+    assert other["tier"] == "local" and other["ttft_ms"] is None  # not streamed
+    assert other["scope"] != first["scope"]  # another user, hashed
+
+
+def long_history(turns: int = 12) -> list[dict[str, str]]:
+    """Earlier turns far beyond the local tier's window (about 23k tokens), varied words."""
+    rng = random.Random(7)
+    messages = []
+    for turn in range(turns):
+        text = " ".join(
+            f"Node {rng.randrange(10**5)} logged {rng.randrange(10**4)} events." for _ in range(150)
+        )
+        messages.append({"role": "user", "content": f"Here are the logs of part {turn}: {text}"})
+        messages.append({"role": "assistant", "content": f"Noted part {turn}: {text[:2000]}"})
+    return messages
+
+
+def decision_rows(path: Path, count: int, timeout_s: float = 20) -> list[dict[str, Any]]:
+    """The decision log's rows, oldest first, once `count` of them are written."""
+    deadline = time.monotonic() + timeout_s
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        if path.exists():
+            with sqlite3.connect(path) as conn:
+                conn.row_factory = sqlite3.Row
+                try:
+                    rows = [dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY ts")]
+                except sqlite3.OperationalError:  # the writer has not made the table yet
+                    rows = []
+            if len(rows) >= count:
+                return rows
+        time.sleep(0.2)
+    raise AssertionError(f"{len(rows)} rows in {path} after {timeout_s}s, expected {count}")
 
 
 def streamed_text(client: httpx.Client, prompt: str) -> str:

@@ -166,32 +166,16 @@ def test_install_checks_only_run_while_open_webui_saves() -> None:
     assert ar.Pipe.Valves(tier_models="local=not-installed").tier_models
 
 
-def test_save_refuses_unknown_models_and_unwired_features(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_save_refuses_unknown_models_and_bad_config_paths(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(ar, "saving_valves", lambda: True)
     monkeypatch.setattr(ar, "live_models", lambda: INSTALLED)
     with pytest.raises(ar.SetupError, match=r"unknown model id 'nope'; installed: cloud-model"):
         ar.Pipe.Valves(tier_models="local=nope")
-    with pytest.raises(ar.SetupError, match="semantic_cache: this"):
-        ar.Pipe.Valves(semantic_cache=True)
-    with pytest.raises(ar.SetupError, match="summarize: this"):
-        ar.Pipe.Valves(summarize=True)
     with pytest.raises(ar.SetupError, match=r"config_path: .*no such file"):
         ar.Pipe.Valves(config_path="/nonexistent/tierwise.yaml")
     assert ar.Pipe.Valves(tier_models="local=llama3.2:1b; cloud=gpt-4o").fallback is True
-
-
-def test_an_enabled_extension_is_reported_at_call_time_not_ignored() -> None:
-    pipe = ar.Pipe()
-    pipe.valves = ar.Pipe.Valves.model_construct(semantic_cache=True, summarize=False)
-    decision = TierRouter(CONFIG).decide_text("hi")
-    with pytest.raises(ar.SetupError, match="semantic_cache"):
-        pipe._cache_lookup(decision_request(), decision)
-
-
-def decision_request() -> Any:
-    from tierwise.request import ChatRequest
-
-    return ChatRequest.from_text("hi")
 
 
 def test_setup_is_cached_until_valves_or_models_change() -> None:
