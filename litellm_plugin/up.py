@@ -4,8 +4,11 @@ Tiers come from the environment; any tier without one gets a clearly labelled lo
 (its replies start with "[<tier> stand-in]"), so a fresh machine shows routing working:
 
     local  OLLAMA_API_BASE (+ TIERWISE_LOCAL_MODEL, default llama3.2)
-    hpc    TIERWISE_HPC_API_BASE, an OpenAI-compatible vLLM server
-           (+ TIERWISE_HPC_MODEL; its /metrics feed the VRAM rule)
+    hpc    TIERWISE_RELAY_URL + TIERWISE_HPC_ENDPOINT_ID: the campus GPU through the relay and
+           Globus Compute (+ TIERWISE_HPC_API_BASE, vLLM as the GPU node sees it, default
+           http://127.0.0.1:8000/v1; TIERWISE_RELAY_SECRET and GLOBUS_COMPUTE_CLIENT_ID /
+           _SECRET must be set too); or TIERWISE_HPC_API_BASE alone: a vLLM server the proxy
+           reaches directly (its /metrics feed the VRAM rule). TIERWISE_HPC_MODEL names it.
     cloud  OPENROUTER_API_KEY (+ TIERWISE_CLOUD_MODEL, default anthropic/claude-sonnet-4)
 
 `--smoke` starts everything, sends a few requests, prints where each went and exits
@@ -44,21 +47,36 @@ class TierPlan:
 def plan_tiers(env: Mapping[str, str]) -> list[TierPlan]:
     """Decide each tier's upstream from the environment."""
     plans = []
+    params: dict[str, Any]
     if env.get("OLLAMA_API_BASE"):
         model = env.get("TIERWISE_LOCAL_MODEL", "llama3.2")
         params = {"model": f"ollama_chat/{model}", "api_base": env["OLLAMA_API_BASE"]}
         plans.append(TierPlan("local", params, f"Ollama {model} at {env['OLLAMA_API_BASE']}"))
     else:
         plans.append(TierPlan("local", None, "STAND-IN (set OLLAMA_API_BASE for Ollama)"))
-    if env.get("TIERWISE_HPC_API_BASE"):
+    hpc_model = env.get("TIERWISE_HPC_MODEL", "meta-llama/Llama-3.1-70B-Instruct")
+    if env.get("TIERWISE_RELAY_URL") and env.get("TIERWISE_HPC_ENDPOINT_ID"):
+        base = env.get("TIERWISE_HPC_API_BASE", "http://127.0.0.1:8000/v1").rstrip("/")
+        relay = {
+            "relay_url": env["TIERWISE_RELAY_URL"],
+            "endpoint_id": env["TIERWISE_HPC_ENDPOINT_ID"],
+        }
+        params = {"model": f"hpc/{hpc_model}", "api_base": base, "hpc": relay}
+        source = f"{hpc_model} via relay {env['TIERWISE_RELAY_URL']} (Globus Compute)"
+        plans.append(TierPlan("hpc", params, source))
+    elif env.get("TIERWISE_HPC_API_BASE"):
         base = env["TIERWISE_HPC_API_BASE"].rstrip("/")
-        model = env.get("TIERWISE_HPC_MODEL", "meta-llama/Llama-3.1-70B-Instruct")
-        params = {"model": f"hosted_vllm/{model}", "api_base": base}
+        params = {"model": f"hosted_vllm/{hpc_model}", "api_base": base}
         metrics = base.removesuffix("/v1") + "/metrics"
-        plans.append(TierPlan("hpc", params, f"vLLM {model} at {base}", metrics))
+        plans.append(TierPlan("hpc", params, f"vLLM {hpc_model} at {base}", metrics))
     else:
         plans.append(
-            TierPlan("hpc", None, "STAND-IN (set TIERWISE_HPC_API_BASE for a vLLM server)")
+            TierPlan(
+                "hpc",
+                None,
+                "STAND-IN (set TIERWISE_RELAY_URL + TIERWISE_HPC_ENDPOINT_ID for the relay, "
+                "or TIERWISE_HPC_API_BASE for a vLLM server)",
+            )
         )
     if env.get("OPENROUTER_API_KEY"):
         model = env.get("TIERWISE_CLOUD_MODEL", "anthropic/claude-sonnet-4")
@@ -76,9 +94,14 @@ def proxy_config(plans: list[TierPlan], master_key: str) -> dict[str, Any]:
         if plan.metrics_url:
             info["tierwise_metrics_url"] = plan.metrics_url
         model_list.append({"model_name": "auto", "litellm_params": plan.params, "model_info": info})
+    settings: dict[str, Any] = {"callbacks": ["litellm_plugin.tierwise"]}
+    if any(str((p.params or {}).get("model", "")).startswith("hpc/") for p in plans):
+        settings["custom_provider_map"] = [
+            {"provider": "hpc", "custom_handler": "relay.provider.hpc_provider"}
+        ]
     return {
         "model_list": model_list,
-        "litellm_settings": {"callbacks": ["litellm_plugin.tierwise"]},
+        "litellm_settings": settings,
         "general_settings": {"master_key": master_key},
     }
 

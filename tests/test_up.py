@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from litellm_plugin.up import plan_tiers
+from litellm_plugin.up import plan_tiers, proxy_config
+from relay.provider import HpcSettings
 from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,6 +30,19 @@ def test_plan_takes_tiers_from_the_environment() -> None:
     assert hpc.params is not None and hpc.params["model"].startswith("hosted_vllm/")
     assert hpc.metrics_url == "http://gpu:8000/metrics"
     assert cloud.params is not None and cloud.params["api_key"] == "os.environ/OPENROUTER_API_KEY"
+    assert "custom_provider_map" not in proxy_config([local, hpc, cloud], "sk")["litellm_settings"]
+
+
+def test_plan_sends_the_hpc_tier_through_the_relay_when_configured() -> None:
+    env = {"TIERWISE_RELAY_URL": "wss://relay.example.edu", "TIERWISE_HPC_ENDPOINT_ID": "ep-1"}
+    _, hpc, _ = plan_tiers(env)
+    assert hpc.params is not None and hpc.params["model"].startswith("hpc/")
+    HpcSettings.model_validate(hpc.params["hpc"])  # what the provider will accept
+    assert hpc.params["api_base"] == "http://127.0.0.1:8000/v1"
+    settings = proxy_config(plan_tiers(env), "sk")["litellm_settings"]
+    assert settings["custom_provider_map"] == [
+        {"provider": "hpc", "custom_handler": "relay.provider.hpc_provider"}
+    ]
 
 
 @pytest.mark.integration
