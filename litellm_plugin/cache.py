@@ -12,6 +12,7 @@ question's embedding computed by the learned scorer is reused through the engine
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -51,7 +52,7 @@ class TierwiseCacheBackend(BaseCache):
     async def async_get_cache(self, key: str, **kwargs: Any) -> Any:
         if not self._ours(kwargs):
             return await self.original.async_get_cache(key, **kwargs) if self.original else None
-        return self._lookup(kwargs)
+        return await asyncio.to_thread(self._lookup, kwargs)  # may embed: off the event loop
 
     def set_cache(self, key: str, value: Any, **kwargs: Any) -> None:
         if not self._ours(kwargs):
@@ -65,7 +66,7 @@ class TierwiseCacheBackend(BaseCache):
             if self.original:
                 await self.original.async_set_cache(key, value, **kwargs)
             return
-        self._store(value, kwargs)
+        await asyncio.to_thread(self._store, value, kwargs)
 
     async def async_set_cache_pipeline(self, cache_list: list[Any], **kwargs: Any) -> None:
         if self.original:

@@ -16,6 +16,7 @@ Hook by hook (LiteLLM only calls hooks defined on the registered class itself):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from datetime import datetime
@@ -80,7 +81,9 @@ class TierwiseHandler(CustomLogger):
             if call.skip_routing:
                 decision = engine.default_decision("answered before routing by a pre-route step")
             else:
-                decision = engine.decide(request)
+                # Off the event loop: the encoder pass (native code, GIL released) runs on
+                # the other core while the loop keeps serving other requests.
+                decision = await asyncio.to_thread(engine.decide, request)
         except (RequestError, RoutingError) as exc:
             raise _bad_request(exc) from None
         except Exception as exc:  # tierwise broke: serve the default tier instead
