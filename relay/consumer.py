@@ -210,6 +210,7 @@ class HpcStream:
                         additional_headers={"Authorization": f"Bearer {self.token}"},
                         ping_interval=None,
                         max_size=None,
+                        compression=None,  # the relay does not negotiate it: tiny frames
                     )
                     hello = protocol.parse_control(await conn.recv())
             except InvalidStatus as exc:

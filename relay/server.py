@@ -117,6 +117,9 @@ class RelayServer:
             # No protocol pings: a peer we pause for backpressure could not answer them in
             # time. Liveness comes from application heartbeats read with a timeout instead.
             ping_interval=None,
+            # Token messages are tens of bytes: per-message deflate would cost CPU on every
+            # frame, both ways, for next to no saving.
+            compression=None,
             close_timeout=2,
             ssl=context,
         )
