@@ -61,6 +61,7 @@ class RelayLink:
         self.log: list[str] = []
         self.sent = 0  # messages of self.log written to the current connection
         self.closed_cleanly_at = -1  # len(log) when the relay last closed us normally
+        self.ended = False  # the last message in the log is `done` or `error`
         self.cancelled = threading.Event()
         self.gave_up = threading.Event()
         self.finished = threading.Event()
@@ -79,6 +80,7 @@ class RelayLink:
             message = dict(message, seq=len(self.log) + 1)
             raw = json.dumps(message, separators=(",", ":"))
             self.log.append(raw)
+            self.ended = message.get("type") in ("done", "error")
             conn = self._conn
             if conn is not None and self.sent == len(self.log) - 1:
                 try:
@@ -181,9 +183,13 @@ class RelayLink:
             try:
                 if not attached:
                     self._attach(conn, int(hello.get("resume_from") or 0))
-                self._read(conn)
+                normal = self._read(conn)
                 with self._lock:  # a normal close: the relay has everything we wrote
                     self.closed_cleanly_at = self.sent
+                    over = normal and self.ended and self.sent == len(self.log)
+                if over:  # the relay took our last message and let us go: nothing to resume
+                    self._detach(conn)
+                    return
             except ConnectionClosed as exc:
                 if exc.rcvd is not None and exc.rcvd.code == CLOSE_CANCELLED:
                     self._cancel()
@@ -206,8 +212,9 @@ class RelayLink:
             if self._conn is conn:
                 self._conn = None
 
-    def _read(self, conn: Any) -> None:
+    def _read(self, conn: Any) -> bool:
         """Read the relay's messages until it closes normally; heartbeat and ping meanwhile.
+        True when that close was a plain 1000 (not 1001: the relay going away or idle).
 
         The relay sends a producer only its hello and `cancel`, so reads time out often;
         each timeout is when we prove we are alive, and check that the relay still is.
@@ -218,8 +225,8 @@ class RelayLink:
         while True:
             try:
                 frame = conn.recv(timeout=self.heartbeat_s / 2)
-            except ConnectionClosedOK:
-                return
+            except ConnectionClosedOK as exc:
+                return exc.rcvd is not None and exc.rcvd.code == 1000
             except TimeoutError:
                 now = time.monotonic()
                 if self.finished.is_set() or self.cancelled.is_set():

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosedOK
+from websockets.frames import Close, CloseCode
 
 from relay import worker
 from relay.worker import RelayLink
@@ -27,11 +28,14 @@ class ScriptedConn:
         self.pings = 0
         self.changed = threading.Condition()
         self.closed = False
+        self.close_code: int | None = None  # how the relay closed us, if it did
         self.said_hello = False
 
     def send(self, raw: str) -> None:
         with self.changed:
             self.sent.append(raw)
+            if json.loads(raw)["type"] == "done":  # the relay lets a finished producer go
+                self.closed, self.close_code = True, CloseCode.NORMAL_CLOSURE
             self.changed.notify_all()
 
     def recv(self, timeout: float | None = None) -> str:
@@ -43,7 +47,10 @@ class ScriptedConn:
                 return HELLO
             if not self.changed.wait_for(lambda: self.closed, timeout):
                 raise TimeoutError
-            raise ConnectionClosedOK(None, None)
+            if self.close_code is None:  # we closed it
+                raise ConnectionClosedOK(None, None)
+            close = Close(self.close_code, "")
+            raise ConnectionClosedOK(close, close, rcvd_then_sent=True)
 
     def _may_say_hello(self) -> bool:
         return not self.hello_waits or bool(self.sent) or self.closed
@@ -87,6 +94,7 @@ def test_first_token_goes_out_without_waiting_for_the_hello(conns: list[Scripted
     _wait_for(lambda: conns[0].said_hello)
     assert json.loads(conns[0].sent[0]) == {"type": "token", "delta": {"content": "hi"}, "seq": 1}
     link.emit({"type": "done", "finish_reason": "stop"})
+    time.sleep(0.3)  # the relay closed us after `done`: that is the end, no reconnecting
     assert link.finish(2.0) is True
     assert [json.loads(raw)["seq"] for raw in conns[0].sent] == [1, 2]
     assert len(conns) == 1
