@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -64,7 +65,9 @@ class HpcStream:
         self.finished = False  # a terminal event was delivered
         self.source_counts = {"relay": 0, "result": 0}
         self.relay_gave_up = False
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        # Relay messages in arrival order; _wakeup is set when one arrives or the task ends.
+        self._queue: deque[dict[str, Any]] = deque()
+        self._wakeup: asyncio.Event | None = None
         self._conn: ClientConnection | None = None
         self._ack_every = 64
         self._acked = 0
@@ -76,11 +79,11 @@ class HpcStream:
         started = loop.time()
         # Our own bridge, not wrap_future: that would cancel the task when we stop early, and
         # would call into this loop after it closed (sync callers use a private loop).
-        future_done = asyncio.Event()
+        wakeup = self._wakeup = asyncio.Event()
 
         def wake(_: Future[Any]) -> None:
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
-                loop.call_soon_threadsafe(future_done.set)
+                loop.call_soon_threadsafe(wakeup.set)
 
         self.future.add_done_callback(wake)
         pump = asyncio.create_task(self._pump())
@@ -90,7 +93,7 @@ class HpcStream:
                     for event in self._from_result():
                         yield event
                     return
-                received = await self._next_relay_event(future_done, started)
+                received = await self._next_relay_event(wakeup, started)
                 if received is None:
                     continue
                 event = received
@@ -114,23 +117,20 @@ class HpcStream:
             await self._close(pump)
 
     async def _next_relay_event(
-        self, future_done: asyncio.Event, started: float
+        self, wakeup: asyncio.Event, started: float
     ) -> dict[str, Any] | None:
         """The next queued relay message, or None when the future finished or time passed."""
-        if not self._queue.empty():
-            return self._queue.get_nowait()
+        if self._queue:
+            return self._queue.popleft()
         loop = asyncio.get_running_loop()
         wait_s = self._check_deadlines(loop.time() - started)
-        getter = asyncio.ensure_future(self._queue.get())
-        waiter = asyncio.ensure_future(future_done.wait())
-        done, _ = await asyncio.wait(
-            {getter, waiter}, timeout=wait_s, return_when="FIRST_COMPLETED"
-        )
-        waiter.cancel()
-        if getter in done:
-            return getter.result()
-        getter.cancel()
-        return None
+        # One event for both sources, awaited in this task: a message wakes us in one
+        # loop turn, with no helper tasks per token.
+        wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s):
+                await wakeup.wait()
+        return self._queue.popleft() if self._queue else None
 
     def _check_deadlines(self, elapsed: float) -> float:
         """Raise when a deadline passed; otherwise how long to wait before checking again."""
@@ -210,6 +210,7 @@ class HpcStream:
                         additional_headers={"Authorization": f"Bearer {self.token}"},
                         ping_interval=None,
                         max_size=None,
+                        compression=None,  # the relay does not negotiate it: tiny frames
                     )
                     hello = protocol.parse_control(await conn.recv())
             except InvalidStatus as exc:
@@ -239,7 +240,9 @@ class HpcStream:
                 async for raw in conn:
                     message = json.loads(raw)
                     if message.get("type") in protocol.DATA_TYPES:
-                        self._queue.put_nowait(message)
+                        self._queue.append(message)
+                        if self._wakeup is not None:
+                            self._wakeup.set()
             except (ConnectionClosed, ValueError):
                 pass
             finally:

@@ -14,7 +14,9 @@ Keep it runnable on Python 3.9+: endpoints often lag behind the proxy.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
+import inspect
 import json
 import os
 import socket
@@ -25,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 CLOSE_CANCELLED = 4001  # relay close code: the consumer cancelled or left
+KEEPALIVE_S = 20.0  # ping the relay this often; no pong within as long: reconnect
 FORWARDED_DELTA_KEYS = ("content", "tool_calls", "reasoning_content")
 
 
@@ -58,6 +61,7 @@ class RelayLink:
         self.log: list[str] = []
         self.sent = 0  # messages of self.log written to the current connection
         self.closed_cleanly_at = -1  # len(log) when the relay last closed us normally
+        self.ended = False  # the last message in the log is `done` or `error`
         self.cancelled = threading.Event()
         self.gave_up = threading.Event()
         self.finished = threading.Event()
@@ -65,12 +69,10 @@ class RelayLink:
         self.last_send = time.monotonic()
         self._conn: Any = None
         self._lock = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._run, name="relay-link", daemon=True),
-            threading.Thread(target=self._beat, name="relay-heartbeat", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        # One thread connects, sends heartbeats and reads the relay's cancel; emit() writes
+        # from the caller's thread. The connection opens at once, in parallel with the
+        # model's own time to first token.
+        threading.Thread(target=self._run, name="relay-link", daemon=True).start()
 
     def emit(self, message: dict[str, Any]) -> dict[str, Any]:
         """Number, keep and (when connected) send one message; returns it."""
@@ -78,6 +80,7 @@ class RelayLink:
             message = dict(message, seq=len(self.log) + 1)
             raw = json.dumps(message, separators=(",", ":"))
             self.log.append(raw)
+            self.ended = message.get("type") in ("done", "error")
             conn = self._conn
             if conn is not None and self.sent == len(self.log) - 1:
                 try:
@@ -131,14 +134,26 @@ class RelayLink:
             return
         lost_at = time.monotonic()
         backoff = 0.05
+        fresh = True  # no connection yet: the relay cannot hold anything of ours
         while not self.finished.is_set() and not self.cancelled.is_set():
+            conn, attached = None, False
             try:
                 conn = connect(
                     self.url,
                     additional_headers={"Authorization": "Bearer " + self.token},
                     open_timeout=self.connect_timeout_s,
                     close_timeout=2,
+                    # Token frames are tens of bytes: deflate costs CPU on every hop and
+                    # saves next to nothing (the relay does not negotiate it either).
+                    compression=None,
+                    **_own_keepalive(connect),
                 )
+                if fresh:
+                    # Send what we have without waiting for the hello: its resume point
+                    # can only be 0 for us, and the relay drops any seq it already holds,
+                    # so the first token does not wait one more round trip.
+                    self._attach(conn, 0)
+                    attached = True
                 hello = json.loads(conn.recv(timeout=self.connect_timeout_s))
             except InvalidStatus as exc:
                 status = exc.response.status_code
@@ -150,7 +165,12 @@ class RelayLink:
                     return
                 conn = None
             except Exception:
+                if conn is not None:
+                    self._detach(conn)
+                    with contextlib.suppress(Exception):
+                        conn.close()
                 conn = None
+            fresh = False
             if conn is None:
                 if time.monotonic() - lost_at > self.reconnect_window_s:
                     self.gave_up.set()
@@ -160,41 +180,78 @@ class RelayLink:
                 continue
             backoff = 0.05
             self.heartbeat_s = float(hello.get("heartbeat_s") or self.heartbeat_s)
-            resume_from = int(hello.get("resume_from") or 0)
             try:
-                with self._lock:
-                    for raw in self.log[resume_from:]:
-                        conn.send(raw)
-                    self.sent = len(self.log)
-                    self.last_send = time.monotonic()
-                    self._conn = conn
-                for frame in conn:
-                    if json.loads(frame).get("type") == "cancel":
-                        self._cancel()
+                if not attached:
+                    self._attach(conn, int(hello.get("resume_from") or 0))
+                normal = self._read(conn)
                 with self._lock:  # a normal close: the relay has everything we wrote
                     self.closed_cleanly_at = self.sent
+                    over = normal and self.ended and self.sent == len(self.log)
+                if over:  # the relay took our last message and let us go: nothing to resume
+                    self._detach(conn)
+                    return
             except ConnectionClosed as exc:
                 if exc.rcvd is not None and exc.rcvd.code == CLOSE_CANCELLED:
                     self._cancel()
             except Exception:
                 pass
-            with self._lock:
-                if self._conn is conn:
-                    self._conn = None
+            self._detach(conn)
             lost_at = time.monotonic()
 
-    def _beat(self) -> None:
-        while not self.finished.is_set() and not self.cancelled.is_set():
-            time.sleep(self.heartbeat_s / 2)
-            if time.monotonic() - self.last_send < self.heartbeat_s:
-                continue
-            conn = self._conn
-            if conn is not None:
-                try:
+    def _attach(self, conn: Any, resume_from: int) -> None:
+        """Send everything after resume_from, then let emit() write to conn directly."""
+        with self._lock:
+            for raw in self.log[resume_from:]:
+                conn.send(raw)
+            self.sent = len(self.log)
+            self.last_send = time.monotonic()
+            self._conn = conn
+
+    def _detach(self, conn: Any) -> None:
+        with self._lock:
+            if self._conn is conn:
+                self._conn = None
+
+    def _read(self, conn: Any) -> bool:
+        """Read the relay's messages until it closes normally; heartbeat and ping meanwhile.
+        True when that close was a plain 1000 (not 1001: the relay going away or idle).
+
+        The relay sends a producer only its hello and `cancel`, so reads time out often;
+        each timeout is when we prove we are alive, and check that the relay still is.
+        """
+        from websockets.exceptions import ConnectionClosedOK
+
+        ping_at, pong = time.monotonic() + KEEPALIVE_S, None
+        while True:
+            try:
+                frame = conn.recv(timeout=self.heartbeat_s / 2)
+            except ConnectionClosedOK as exc:
+                return exc.rcvd is not None and exc.rcvd.code == 1000
+            except TimeoutError:
+                now = time.monotonic()
+                if self.finished.is_set() or self.cancelled.is_set():
+                    continue  # closing: finish() ends this connection
+                if now - self.last_send >= self.heartbeat_s:
                     conn.send('{"type":"heartbeat"}')
-                    self.last_send = time.monotonic()
-                except Exception:
-                    pass
+                    self.last_send = now
+                if now >= ping_at:
+                    if pong is not None and not pong.is_set():
+                        with contextlib.suppress(Exception):
+                            conn.close()
+                        raise TimeoutError("the relay answers no pings") from None
+                    pong, ping_at = conn.ping(), now + KEEPALIVE_S
+                continue
+            if json.loads(frame).get("type") == "cancel":
+                self._cancel()
+
+
+@functools.cache
+def _own_keepalive(connect: Callable[..., Any]) -> dict[str, Any]:
+    """Options that stop websockets (>= 15) from starting a keepalive thread for each
+    connection, on the path to the first token: RelayLink._read pings instead."""
+    if "ping_interval" in inspect.signature(connect).parameters:
+        return {"ping_interval": None}
+    return {}
 
 
 class Upstream:

@@ -136,6 +136,23 @@ def test_backpressure_pauses_the_producer_and_loses_nothing(relay: Service) -> N
     assert _metric(relay, "tierwise_relay_backpressure_waits_total") > 0
 
 
+def test_a_producer_paused_for_backpressure_is_not_judged_silent(relay: Service) -> None:
+    """The relay stops reading a producer whose buffer is full; however long the consumer
+    takes (here past the 1.5 s idle timeout), that silence is not the producer's."""
+    consumer = _open(relay, "chan-pause", "consume")
+    producer = _open(relay, "chan-pause", "produce")
+    _send_tokens(producer, 1, 40)  # the buffer holds 16: the rest waits in the socket
+    producer.send(json.dumps({"type": "done", "seq": 41, "finish_reason": "stop"}))
+    first = [json.loads(consumer.recv(timeout=5)) for _ in range(16)]
+    time.sleep(2.5)  # no ack, so the relay keeps the producer paused
+    consumer.send(json.dumps({"type": "ack", "seq": first[-1]["seq"]}))
+    got = first + _read(consumer)
+    assert [m["seq"] for m in got] == list(range(1, 42))
+    assert got[-1]["type"] == "done"
+    assert _metric(relay, "tierwise_relay_backpressure_waits_total") > 0
+    assert _metric(relay, "tierwise_relay_producer_lost_total") == 0
+
+
 def test_oversize_message_closes_the_producer_and_tells_the_consumer(tmp_path: Path) -> None:
     relay = start_relay(tmp_path, "--max-message-bytes", "1024", "--buffer-bytes", "65536")
     try:

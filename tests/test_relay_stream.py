@@ -71,6 +71,9 @@ def test_tokens_usage_and_done_arrive_through_the_relay(
     tmp_path: Path, stub_factory: Callable[..., Stub], pool: ThreadPoolExecutor
 ) -> None:
     stub, relay = stub_factory("vllm"), start_relay(tmp_path)
+    # Spaced tokens: with none, the whole answer can be done (and taken from the task's
+    # result) before our relay connection opens, and nothing would show the relay path.
+    stub.control(token_delay_ms=30)
     try:
         future = pool.submit(run_worker, _job(stub, ws_url(relay), "chan-basic", "hello there"))
         events = _collect(stream := _stream(ws_url(relay), "chan-basic", future))
