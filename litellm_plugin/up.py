@@ -87,10 +87,17 @@ def plan_tiers(env: Mapping[str, str]) -> list[TierPlan]:
     return plans
 
 
+# Declared rates of zero: LiteLLM logs these tiers as free instead of running its zero-cost
+# diagnostic (and warning "billable request priced at $0") on every response.
+FREE: dict[str, float] = {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0}
+
+
 def proxy_config(plans: list[TierPlan], master_key: str) -> dict[str, Any]:
     model_list = []
     for plan in plans:
         info: dict[str, Any] = {"tierwise_tier": plan.tier}
+        if not str((plan.params or {}).get("model", "")).startswith("openrouter/"):
+            info.update(FREE)  # own hardware or a stand-in: priced at zero, and said so
         if plan.metrics_url:
             info["tierwise_metrics_url"] = plan.metrics_url
         model_list.append({"model_name": "auto", "litellm_params": plan.params, "model_info": info})
