@@ -188,7 +188,8 @@ def format_results(r: dict[str, Any]) -> str:
         f"  plain   p50 {r['plain']['p50_ms']:.2f} ms   p99 {r['plain']['p99_ms']:.2f} ms",
         f"  auto    p50 {r['auto']['p50_ms']:.2f} ms   p99 {r['auto']['p99_ms']:.2f} ms",
         f"  added   p50 {r['added_p50_ms']:+.2f} ms   p99 {r['added_p99_ms']:+.2f} ms",
-        f"  throughput ({BURST_ROUNDS} alternating bursts of {r['burst']} requests, {r['concurrency']} in flight): plain "
+        f"  throughput ({BURST_ROUNDS} alternating bursts of {r['burst']} requests, "
+        f"{r['concurrency']} in flight): plain "
         f"{r['throughput_rps']['plain']:.1f} req/s, auto {r['throughput_rps']['auto']:.1f} req/s, "
         f"ratio {r['throughput_ratio']:.3f}",
         f"  logs: {r['logs']}",
