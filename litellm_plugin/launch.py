@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
-LOOPBACK = "127.0.0.1"
+from tierwise.processes import LOOPBACK, NotReady, free_port, stop, wait_http
 
 
 class LaunchError(RuntimeError):
@@ -35,22 +32,10 @@ class Child:
     log: Path
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop(self.process)
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 def litellm_command() -> list[str]:
@@ -84,23 +69,13 @@ def spawn(
 
 
 def wait_ready(child: Child, path: str, timeout_s: float) -> None:
-    """Poll child.url + path until it answers below 500; LaunchError if the child dies."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if child.process.poll() is not None:
-            raise LaunchError(
-                f"{child.name} exited with {child.process.returncode} before it was ready; "
-                f"its log ({child.log}) ends with:\n{child.log_tail()}"
-            )
-        try:
-            if httpx.get(child.url + path, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise LaunchError(
-        f"{child.name} did not answer {path} within {timeout_s:.0f}s:\n{child.log_tail()}"
-    )
+    """Wait until child.url + path answers below 500; LaunchError (with its log) otherwise."""
+    try:
+        wait_http(child.url + path, child.process, timeout_s)
+    except NotReady as exc:
+        raise LaunchError(
+            f"{child.name}: {exc}; its log ({child.log}) ends with:\n{child.log_tail()}"
+        ) from None
 
 
 def start_standin(tier: str, log_dir: Path, label: str | None = None) -> Child:

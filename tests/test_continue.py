@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.servers import MASTER_KEY, Service, Stub, start_litellm, start_stub
+from tests.test_litellm_proxy import deployment
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
@@ -40,18 +41,7 @@ READ_FILE_TOOL = {
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, dict[str, Stub]]]:
     log_dir = tmp_path_factory.mktemp("continue")
     stubs = {name: start_stub(name, log_dir) for name in ("local", "hpc", "cloud")}
-    model_list = [
-        {
-            "model_name": "auto",
-            "litellm_params": {
-                "model": f"openai/{name}-model",
-                "api_base": f"{stub.url}/v1",
-                "api_key": "unused",
-            },
-            "model_info": {"tierwise_tier": name},
-        }
-        for name, stub in stubs.items()
-    ]
+    model_list = [deployment(stub, name) for name, stub in stubs.items()]
     service = start_litellm(
         {"model_list": model_list, "litellm_settings": {"callbacks": ["litellm_plugin.tierwise"]}},
         log_dir,

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.servers import MASTER_KEY, Service, Stub, start_litellm, start_stub
-from tests.test_litellm_proxy import answer, captured
+from tests.test_litellm_proxy import answer, captured, deployment
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
@@ -24,18 +24,7 @@ PARAPHRASE = "Which city is the capital of Australia?"
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, dict[str, Stub]]]:
     log_dir = tmp_path_factory.mktemp("litellm-cache")
     stubs = {name: start_stub(name, log_dir) for name in ("local", "hpc", "cloud")}
-    model_list = [
-        {
-            "model_name": "auto",
-            "litellm_params": {
-                "model": f"openai/{name}-model",
-                "api_base": f"{stub.url}/v1",
-                "api_key": "unused",
-            },
-            "model_info": {"tierwise_tier": name},
-        }
-        for name, stub in stubs.items()
-    ]
+    model_list = [deployment(stub, name) for name, stub in stubs.items()]
     model_list.append(
         {
             "model_name": "plain",

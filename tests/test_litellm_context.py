@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.servers import MASTER_KEY, Service, Stub, start_litellm, start_stub
-from tests.test_litellm_proxy import answer
+from tests.test_litellm_proxy import answer, deployment
 from tierwise.summarize import NOTICE_HEADER, SUMMARY_HEADER
 
 pytestmark = pytest.mark.integration
@@ -23,18 +23,7 @@ SUMMARY = (
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, dict[str, Stub]]]:
     log_dir = tmp_path_factory.mktemp("litellm-context")
     stubs = {name: start_stub(name, log_dir) for name in ("local", "hpc", "cloud")}
-    model_list = [
-        {
-            "model_name": "auto",
-            "litellm_params": {
-                "model": f"openai/{name}-model",
-                "api_base": f"{stub.url}/v1",
-                "api_key": "unused",
-            },
-            "model_info": {"tierwise_tier": name},
-        }
-        for name, stub in stubs.items()
-    ]
+    model_list = [deployment(stub, name) for name, stub in stubs.items()]
     config = {
         "model_list": model_list,
         "litellm_settings": {"callbacks": ["litellm_plugin.tierwise"]},

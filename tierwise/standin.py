@@ -54,7 +54,8 @@ def _words(text: str) -> list[str]:
     return [w + (" " if i < len(parts) - 1 else "") for i, w in enumerate(parts)] or [""]
 
 
-def _last_user_text(body: dict[str, Any]) -> str:
+def last_user_text(body: dict[str, Any]) -> str:
+    """The text of the last user message (text parts joined), which a stand-in echoes."""
     for message in reversed(body.get("messages") or []):
         if message.get("role") == "user":
             content = message.get("content")
@@ -64,8 +65,9 @@ def _last_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
-class Handler(BaseHTTPRequestHandler):
-    state: StubState
+class JsonHandler(BaseHTTPRequestHandler):
+    """Quiet HTTP/1.1 handler with JSON in and out: the base of the stand-in servers."""
+
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
@@ -83,6 +85,10 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b"{}"
         return json.loads(raw or b"{}")
+
+
+class Handler(JsonHandler):
+    state: StubState
 
     def do_GET(self) -> None:
         state = self.state
@@ -150,13 +156,13 @@ class Handler(BaseHTTPRequestHandler):
                 fail, {"error": {"message": f"{state.name} failing on purpose", "type": "stub"}}
             )
             return
-        text = state.reply if state.reply is not None else f"[{state.name}] {_last_user_text(body)}"
+        text = state.reply if state.reply is not None else f"[{state.name}] {last_user_text(body)}"
         model = body.get("model") or state.models[0]
         prompt_tokens = sum(
             len(str(m.get("content", "")).split()) for m in body.get("messages", [])
         )
         tool_call = None
-        if body.get("tools") and "call tool" in _last_user_text(body).lower():
+        if body.get("tools") and "call tool" in last_user_text(body).lower():
             fn = body["tools"][0].get("function", {})
             tool_call = {
                 "id": f"call_{uuid.uuid4().hex[:8]}",

@@ -14,35 +14,21 @@ from typing import Any
 
 import httpx
 
+from tierwise import processes
+from tierwise.processes import free_port
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_http(
     url: str, process: subprocess.Popen[bytes] | None, timeout_s: float, log: Path | None = None
 ) -> None:
-    """Poll `url` until it answers (any status below 500), the process dies, or time runs out."""
-    deadline = time.monotonic() + timeout_s
-    last = ""
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
-            raise RuntimeError(
-                f"process exited with {process.returncode} before {url} answered\n{tail}"
-            )
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError as exc:
-            last = repr(exc)
-        time.sleep(0.2)
-    tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
-    raise TimeoutError(f"{url} did not answer within {timeout_s}s ({last})\n{tail}")
+    """Wait until `url` answers below 500; the error carries the tail of the process's log."""
+    try:
+        processes.wait_http(url, process, timeout_s)
+    except processes.NotReady as exc:
+        tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
+        raise RuntimeError(f"{exc}\n{tail}") from None
 
 
 @dataclass
@@ -54,13 +40,7 @@ class Service:
     log: Path
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        processes.stop(self.process)
 
 
 def start_service(

@@ -14,8 +14,10 @@ import json
 import threading
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
+
+from tierwise.standin import JsonHandler, last_user_text
 
 VERSION = "0.12.6"
 
@@ -58,31 +60,8 @@ def _model_entry(model: str) -> dict[str, Any]:
     }
 
 
-def _last_user_text(body: dict[str, Any]) -> str:
-    for message in reversed(body.get("messages") or []):
-        if message.get("role") == "user":
-            return str(message.get("content") or "")
-    return ""
-
-
-class Handler(BaseHTTPRequestHandler):
+class Handler(JsonHandler):
     state: OllamaState
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        return
-
-    def _json(self, status: int, payload: Any) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _body(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        return json.loads(self.rfile.read(length) if length else b"{}")
 
     def do_GET(self) -> None:
         state = self.state
@@ -137,7 +116,7 @@ class Handler(BaseHTTPRequestHandler):
             self._json(fail, {"error": f"{state.name} failing on purpose"})
             return
         model = body.get("model") or state.models[0]
-        words = f"[{state.name}] {_last_user_text(body)}".split()
+        words = f"[{state.name}] {last_user_text(body)}".split()
         pieces = [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
         final = {

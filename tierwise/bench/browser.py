@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tierwise.processes import free_port, stop
 
 CHROMIUM_FLAGS = (
     "--headless=new",
@@ -45,12 +46,6 @@ def available() -> bool:
     return binaries() is not None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Browser:
     """One chromedriver process and one headless Chromium session; use as a context manager."""
 
@@ -62,7 +57,7 @@ class Browser:
         self.width, self.height = width, height
         self.timeout_s = timeout_s
         self._profile = tempfile.TemporaryDirectory(prefix="tierwise-chromium-")
-        port = _free_port()
+        port = free_port()
         self._driver = subprocess.Popen(
             [driver, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -150,11 +145,5 @@ class Browser:
                 self._call("DELETE", f"/session/{self.session}")
             self.session = ""
         self._http.close()
-        if self._driver.poll() is None:
-            self._driver.terminate()
-            try:
-                self._driver.wait(10)
-            except subprocess.TimeoutExpired:
-                self._driver.kill()
-                self._driver.wait(5)
+        stop(self._driver)
         self._profile.cleanup()

@@ -2,7 +2,7 @@
 second one relay process carries, and whether 200 concurrent streams arrive intact.
 
 Everything runs on loopback in one run: a relay process, an OpenAI-compatible stand-in for
-vLLM (the test stub, so run this from a checkout), the real worker and the real consumer.
+vLLM (tierwise.standin), the real worker and the real consumer.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,9 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from tierwise.bench.stats import summary_ms
+from tierwise.processes import free_port, stop, wait_http
 
 REPO = Path(__file__).resolve().parents[2]
 STREAM_TTFT_CONTEXT = (
@@ -32,57 +30,31 @@ STREAM_TTFT_CONTEXT = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(url: str, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{what} did not answer at {url}")
-
-
 @contextmanager
-def _process(command: list[str], ready: str, what: str, env: dict[str, str]) -> Iterator[None]:
+def _process(command: list[str], ready: str, env: dict[str, str]) -> Iterator[None]:
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
             command, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            _wait(ready, process, what)
+            wait_http(ready, process, 30)
             yield
         finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+            stop(process)
 
 
 def run(
     ttft_runs: int = 50, throughput_tokens: int = 100_000, streams: int = 200, tokens: int = 500
 ) -> dict[str, Any]:
-    if not (REPO / "tests" / "servers" / "openai_stub.py").is_file():
-        raise RuntimeError(f"run from a tierwise checkout: {REPO}/tests/servers is missing")
     secret = secrets.token_urlsafe(32)
     env = {"TIERWISE_RELAY_SECRET": secret}
-    relay_port, stub_port = _free_port(), _free_port()
+    relay_port, stub_port = free_port(), free_port()
     relay_cmd = [sys.executable, "-m", "relay", "--port", str(relay_port)]
-    stub_cmd = [sys.executable, "-m", "tests.servers.openai_stub", "--port", str(stub_port)]
+    stub_cmd = [sys.executable, "-m", "tierwise.standin", "--port", str(stub_port)]
     results: dict[str, Any] = {}
     with (
-        _process(relay_cmd, f"http://127.0.0.1:{relay_port}/health", "relay", env),
-        _process(stub_cmd, f"http://127.0.0.1:{stub_port}/health", "stub", env),
+        _process(relay_cmd, f"http://127.0.0.1:{relay_port}/health", env),
+        _process(stub_cmd, f"http://127.0.0.1:{stub_port}/health", env),
     ):
         base = f"ws://127.0.0.1:{relay_port}"
         upstream = f"http://127.0.0.1:{stub_port}/v1"

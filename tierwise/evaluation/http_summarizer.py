@@ -2,24 +2,20 @@
 
 `tierwise eval-summarize` needs a real model server on the other end of the summarizer call,
 so the latency it reports includes a real HTTP round trip. With no --summarizer-url it starts
-the project's OpenAI-compatible stand-in (tests/servers/openai_stub.py) on a loopback port.
+the project's OpenAI-compatible stand-in (tierwise.standin) on a loopback port.
 """
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from tierwise.processes import LOOPBACK, NotReady, free_port, stop, wait_http
 from tierwise.summarize import SummaryJob
-
-REPO = Path(__file__).resolve().parents[2]
-STANDIN = REPO / "tests" / "servers" / "openai_stub.py"
 
 
 class SummarizerServerError(RuntimeError):
@@ -57,23 +53,13 @@ class StandinServer:
     """The OpenAI-compatible stand-in, run as a child process on a free loopback port."""
 
     def __init__(self, log_path: Path, reply: str, ttft_ms: float = 0.0) -> None:
-        if not STANDIN.is_file():
-            raise SummarizerServerError(
-                f"the stand-in model server ({STANDIN}) is not beside this installation; run "
-                "from a source checkout or pass --summarizer-url URL of an OpenAI-compatible "
-                "server"
-            )
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        self.root = f"http://127.0.0.1:{port}"
+        port = free_port()
+        self.root = f"http://{LOOPBACK}:{port}"
         self.base_url = f"{self.root}/v1"
         self._log = log_path.open("wb")
-        command = [sys.executable, "-m", "tests.servers.openai_stub", "--port", str(port)]
+        command = [sys.executable, "-m", "tierwise.standin", "--port", str(port)]
         command += ["--name", "summarizer", "--model", "summarizer"]
-        self.process = subprocess.Popen(
-            command, cwd=str(REPO), stdout=self._log, stderr=subprocess.STDOUT
-        )
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
         try:
             self._wait_ready(log_path)
             httpx.post(
@@ -84,27 +70,14 @@ class StandinServer:
             raise
 
     def _wait_ready(self, log_path: Path, timeout_s: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-2000:]
-                raise SummarizerServerError(f"the stand-in server exited early:\n{tail}")
-            try:
-                if httpx.get(f"{self.root}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise SummarizerServerError(f"the stand-in server did not answer within {timeout_s:g}s")
+        try:
+            wait_http(f"{self.root}/health", self.process, timeout_s)
+        except NotReady as exc:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise SummarizerServerError(f"the stand-in server: {exc}\n{tail}") from None
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop(self.process)
         self._log.close()
 
     def __enter__(self) -> StandinServer:
