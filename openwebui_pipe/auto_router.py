@@ -907,7 +907,8 @@ class Pipe:
         answer = hit.response
         model = str(answer.get("model") or route.model_for(hit.tier))
         line = cache_status(route.decision, hit, model)
-        if not body.get("stream"):
+
+        async def finish() -> None:
             self._finish(
                 chat,
                 CACHE_TIER,
@@ -918,6 +919,9 @@ class Pipe:
                 model=model,
             )
             await emit(line, True)
+
+        if not body.get("stream"):
+            await finish()
             return completion_body(answer, model)
 
         async def chunks() -> AsyncIterator[str]:
@@ -925,16 +929,7 @@ class Pipe:
                 if chat.first_chunk is None:
                     chat.first_chunk = time.perf_counter()
                 yield event
-            self._finish(
-                chat,
-                CACHE_TIER,
-                ok=True,
-                usage=answer.get("usage"),
-                answer=answer,
-                hit=True,
-                model=model,
-            )
-            await emit(line, True)
+            await finish()
 
         await emit(line)
         return StreamingResponse(chunks(), media_type="text/event-stream")
