@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -225,3 +226,36 @@ def test_separate_processes_write_at_once(tmp_path: Path) -> None:
     found = rows(db)
     assert len(found) == 2000
     assert {r["host"] for r in found} == {"p0", "p1", "p2", "p3"}
+
+
+@pytest.mark.integration
+def test_a_fork_waits_for_the_writer_to_leave_sqlite(tmp_path: Path) -> None:
+    """A child forked while the writer is inside SQLite would inherit its mutexes held."""
+    log = DecisionLog(tmp_path / "log.db")
+    inside = threading.Event()
+    left_at: list[float] = []
+
+    def writer_busy() -> None:  # stands in for the writer mid-transaction
+        with log._io:
+            inside.set()
+            time.sleep(0.5)
+            left_at.append(time.monotonic())
+
+    busy = threading.Thread(target=writer_busy)
+    busy.start()
+    assert inside.wait(10)
+    child = multiprocessing.get_context("fork").Process(target=_append_one, args=(log,))
+    child.start()  # returns once the fork happened
+    forked_at = time.monotonic()
+    busy.join(10)
+    child.join(60)
+    assert child.exitcode == 0
+    assert left_at and forked_at >= left_at[0]
+    log.close()
+    assert [r["scope"] for r in rows(tmp_path / "log.db")] == ["child"]
+
+
+def _append_one(log: DecisionLog) -> None:
+    log.append(dataclasses.replace(sample_record(ts=time.time()), scope="child"))
+    assert log.flush(timeout_s=30)
+    log.close()

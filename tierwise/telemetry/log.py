@@ -5,6 +5,10 @@ queue in batches, each batch one short SQLite transaction, so several proxy work
 processes can share one file (WAL; SQLite serializes their writes, the busy timeout absorbs
 the waits). When the file cannot be used — corrupt, locked for longer than the busy timeout,
 not writable — the log turns itself off with one warning and requests go on being served.
+
+A process that forks (a pre-forking server) waits for the writer to leave SQLite first: a
+child forked while another thread is inside SQLite inherits SQLite's internal mutexes held
+and hangs on its first query.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import queue
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -81,9 +86,11 @@ class DecisionLog:
             maxsize=queue_size
         )
         self._lock = threading.Lock()
+        self._io = threading.Lock()  # held by the writer while it is inside SQLite
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._last_prune = 0.0
+        _LOGS.add(self)
         atexit.register(self.close)
 
     # -- the request path ------------------------------------------------------------------
@@ -165,21 +172,25 @@ class DecisionLog:
             return None
 
     def _run(self) -> None:
-        conn = self._open()
+        with self._io:
+            conn = self._open()
         if conn is None:
             return
         try:
             while self.enabled:
                 batch, markers, stop = self._next_batch()
-                if batch and not self._write(conn, batch):
-                    break
+                with self._io:
+                    if batch and not self._write(conn, batch):
+                        break
                 for marker in markers:
                     marker.set()
                 if stop:
                     return
-                self._maybe_prune(conn)
+                with self._io:
+                    self._maybe_prune(conn)
         finally:
-            conn.close()
+            with self._io:
+                conn.close()
             self._drain_dropping()
 
     def _next_batch(self) -> tuple[list[RequestRecord], list[threading.Event], bool]:
@@ -237,6 +248,38 @@ class DecisionLog:
                 item.set()
             elif item is not None:
                 self.dropped += 1
+
+
+# Every log of this process, so a fork can wait for their writers (see the module docstring).
+_LOGS: weakref.WeakSet[DecisionLog] = weakref.WeakSet()
+_held: list[DecisionLog] = []
+
+
+def _before_fork() -> None:
+    _held[:] = list(_LOGS)
+    for decision_log in _held:
+        decision_log._io.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for decision_log in _held:
+        decision_log._io.release()
+    _held.clear()
+
+
+def _after_fork_in_child() -> None:
+    # The writer threads did not come along; fresh locks, and append() starts a new writer.
+    for decision_log in _held:
+        decision_log._io = threading.Lock()
+        decision_log._lock = threading.Lock()
+    _held.clear()
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 
 def _describe(exc: BaseException) -> str:
