@@ -10,12 +10,16 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tierwise.config import ConfigError, TierwiseConfig, load_config
 from tierwise.request import ChatRequest, RequestError
 from tierwise.router import TierRouter
 from tierwise.rules import RoutingError
 from tierwise.scoring.base import Scorer
+
+if TYPE_CHECKING:
+    from tierwise.encoder import Encoder
 
 SHARED_DATA = Path("../shared/data")
 EXIT_CONFIG = 2
@@ -498,16 +502,24 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval_cache(args: argparse.Namespace) -> int:
-    from tierwise.cache import evaluate
+def _cache_encoder(config: TierwiseConfig, command: str) -> Encoder | None:
+    """The encoder with the cache's window; None (after saying why) when it cannot run here."""
     from tierwise.encoder import EncoderUnavailable, shared_encoder
 
-    config = _config(args)
     window = config.encoder.model_copy(update={"max_tokens": config.cache.window_tokens})
     try:
-        encoder = shared_encoder(window)
+        return shared_encoder(window)
     except EncoderUnavailable as exc:
-        print(f"tierwise eval-cache: {exc}", file=sys.stderr)
+        print(f"tierwise {command}: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_eval_cache(args: argparse.Namespace) -> int:
+    from tierwise.cache import evaluate
+
+    config = _config(args)
+    encoder = _cache_encoder(config, "eval-cache")
+    if encoder is None:
         return 1
     report = evaluate.run(args.data, encoder, guard=not args.no_guard)
     print(evaluate.format_report(report, config.cache.similarity))
@@ -521,14 +533,10 @@ def cmd_eval_cache(args: argparse.Namespace) -> int:
 
 def cmd_bench_cache(args: argparse.Namespace) -> int:
     from tierwise.bench import cache, decide
-    from tierwise.encoder import EncoderUnavailable, shared_encoder
 
     config = _config(args)
-    window = config.encoder.model_copy(update={"max_tokens": config.cache.window_tokens})
-    try:
-        encoder = shared_encoder(window)
-    except EncoderUnavailable as exc:
-        print(f"tierwise bench cache: {exc}", file=sys.stderr)
+    encoder = _cache_encoder(config, "bench cache")
+    if encoder is None:
         return 1
     paths = sorted(args.data.glob("**/*.jsonl")) if args.data.is_dir() else []
     if not paths:
