@@ -52,6 +52,25 @@ def test_exact_and_paraphrase_hits(tmp_path: Path, encoder: Embedder) -> None:
     assert cache.lookup(ask("What is the capital of Austria?"), 0) is None  # a near miss
 
 
+def test_a_shared_frame_needs_the_same_middle(tmp_path: Path, encoder: Embedder) -> None:
+    """Templated questions embed close together; the clause that differs decides."""
+    framed = (
+        "For which of these two scenarios does the main character do something clearly "
+        "morally wrong? Scenario 1 | {} Scenario 2 | I returned the wallet I found."
+    )
+    stored = ask(framed.format("I sprayed salt all over my neighbor's vegetable garden."))
+    other = ask(framed.format("I scraped the paint off of my house before I repainted it."))
+    reworded = ask(framed.format("I sprinkled salt all over the vegetable garden of my neighbor."))
+    cache = make(tmp_path, encoder)
+    cache.put(stored, ANSWER, "local", 0)
+    assert cache.lookup(other, 0) is None
+    assert cache.lookup(reworded, 0) is not None
+    unchecked = make(tmp_path / "unchecked", encoder, frame_similarity=0)
+    unchecked.put(stored, ANSWER, "local", 0)
+    near_miss = unchecked.lookup(other, 0)
+    assert near_miss is not None and near_miss.similarity >= unchecked.config.similarity
+
+
 def test_tenants_never_share_answers(tmp_path: Path, encoder: Embedder) -> None:
     cache = make(tmp_path, encoder)
     cache.put(ask("What is the capital of Australia?", ALICE), ANSWER, "local", 0)

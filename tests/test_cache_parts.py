@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.servers import Service, start_redis
-from tierwise.cache import keys
+from tierwise.cache import frame, keys
 from tierwise.cache.index import VectorIndex
 from tierwise.cache.store import DiskStore, Entry, RedisStore, Store
 from tierwise.request import ChatRequest, Scope
@@ -82,6 +82,41 @@ def test_anchor_guard(a: str, b: str, agree: bool) -> None:
 def _unit(rng: np.random.Generator, n: int, dim: int = 64) -> np.ndarray:
     v = rng.normal(size=(n, dim)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+SCENARIOS = "Which scenario is morally wrong? Scenario 1 | {} Scenario 2 | I paid my taxes."
+
+
+def test_frame_middles_are_the_differing_clauses() -> None:
+    first = SCENARIOS.format("I sprayed salt all over my neighbor's vegetable garden.")
+    second = SCENARIOS.format("I scraped the paint off my house before I repainted it.")
+    found = frame.middles(first, second)
+    assert found is not None and found.share >= frame.FRAME_SHARE
+    assert found.first == "sprayed salt all over my neighbor's vegetable garden"
+    assert found.second == "scraped the paint off my house before I repainted it"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        # a paraphrase rewords throughout: there is no frame
+        ("Gradio is a tool to build demos.", "With Gradio, developers create demos quickly."),
+        # a frame around one word: left to the whole question's cosine
+        ("The `cast` function casts table values.", "The `cast` function transforms table values."),
+        ("", ""),
+    ],
+)
+def test_no_frame_check_without_a_frame_and_a_long_middle(first: str, second: str) -> None:
+    assert frame.middles(first, second) is None
+
+
+def test_a_text_plus_a_clause_is_not_the_same_question() -> None:
+    def never(texts: object) -> np.ndarray:
+        raise AssertionError("an empty middle needs no embedding")
+
+    base = "Name the planets of the solar system in order from the sun."
+    longer = base[:-1] + " and give the number of known moons of each one of them."
+    assert frame.middle_similarity(base, longer, never) == 0.0
 
 
 def test_flat_index_finds_the_exact_best_match_and_forgets_removed() -> None:

@@ -255,7 +255,14 @@ class CacheConfig(StrictModel):
     directory: str | None = Field(None, description="disk backend (default: user cache dir)")
     redis_url: str | None = Field(None, description="redis backend, e.g. redis://host:6379/0")
     similarity: float = Field(
-        0.87, gt=0, le=1, description="cosine needed for a semantic hit (see eval-cache)"
+        0.74, gt=0, le=1, description="cosine needed for a semantic hit (see eval-cache)"
+    )
+    frame_similarity: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="when two questions share a frame, cosine their differing clauses need "
+        "(0: no frame check)",
     )
     ttl_s: float = Field(86400.0, gt=0)
     max_entries: int = Field(100_000, ge=1)

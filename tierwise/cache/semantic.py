@@ -6,9 +6,11 @@ Correctness rules, in the order they are checked:
 - only within one partition (tenant scope + model group + system prompt + earlier turns +
   answer-shaping parameters);
 - an answer produced by tier T serves only requests whose decision is T or a cheaper tier;
-- a semantic match must also keep the question's numbers and names (anchor guard), and
-  both questions must fit the encoder's window: a vector of a long question's head and
-  tail says nothing about its middle, so long questions are matched exactly or not at all;
+- a semantic match must also keep the question's numbers and names (anchor guard); when
+  the two questions share a frame around a differing clause, that clause must match too
+  (tierwise.cache.frame); and both questions must fit the encoder's window: a vector of a
+  long question's head and tail says nothing about its middle, so long questions are
+  matched exactly or not at all;
 - entries expire after ttl_s; past max_entries the least recently used go first.
 Any storage fault turns the cache off with one warning; requests are served regardless.
 """
@@ -27,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tierwise.cache import keys
+from tierwise.cache import frame, keys
 from tierwise.cache.index import VectorIndex
 from tierwise.cache.store import DiskStore, Entry, RedisStore, Store, StoreError
 from tierwise.config import CacheConfig, TierwiseConfig
@@ -178,11 +180,10 @@ class SemanticCache:
             with self._lock:
                 index = self._indexes.get(partition)
                 candidates = index.search(query, k=4) if index else []
-            guard = question if self.config.anchor_guard else None
             for similarity, candidate in candidates:
                 if similarity < self.config.similarity:
                     break
-                hit = self._serve(candidate, tier_order, similarity, exact=False, guard=guard)
+                hit = self._serve(candidate, tier_order, similarity, exact=False, asked=question)
                 if hit:
                     return hit
         except StoreError as exc:
@@ -195,7 +196,7 @@ class SemanticCache:
         tier_order: int,
         similarity: float,
         exact: bool,
-        guard: str | None = None,
+        asked: str = "",
     ) -> CacheHit | None:
         assert self.store is not None
         entry = self.store.get(entry_id)
@@ -205,15 +206,22 @@ class SemanticCache:
             return None
         if entry.tier_order < tier_order:
             return None  # produced by a cheaper tier than this request needs
-        if not exact and not entry.whole:
-            return None
-        if guard is not None and not keys.anchors_agree(guard, entry.question):
+        if not exact and not (entry.whole and self._same_meaning(asked, entry.question)):
             return None
         with self._lock:
             if entry_id in self._meta:
                 partition, expires, _ = self._meta[entry_id]
                 self._meta[entry_id] = (partition, expires, now)
         return CacheHit(entry.id, entry.response, entry.tier, similarity, exact)
+
+    def _same_meaning(self, asked: str, stored: str) -> bool:
+        """The checks a match by meaning passes besides the cosine: anchors, then the frame."""
+        if self.config.anchor_guard and not keys.anchors_agree(asked, stored):
+            return False
+        if self.encoder is None or self.config.frame_similarity <= 0:
+            return True
+        middle = frame.middle_similarity(asked, stored, self.encoder.embed)
+        return middle is None or middle >= self.config.frame_similarity
 
     def put(
         self,
