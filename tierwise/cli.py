@@ -522,7 +522,7 @@ def cmd_eval_cache(args: argparse.Namespace) -> int:
     if encoder is None:
         return 1
     report = evaluate.run(args.data, encoder, guard=not args.no_guard)
-    print(evaluate.format_report(report, config.cache.similarity))
+    print(evaluate.format_report(report, config.cache.similarity, config.cache.frame_similarity))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     if args.plot:
