@@ -27,6 +27,9 @@ from tierwise.request import ChatRequest
 
 SIZES = (1_000, 10_000, 100_000)
 LOOKUPS = 300
+# Question lengths (tokens) reported apart: a chat question, one past the learned scorer's
+# window (the cache embeds it again), one past the cache's window (matched exactly only).
+LENGTH_BANDS = ((0, 40), (41, 128), (129, 10**9))
 SCOPE = "global"
 
 
@@ -57,6 +60,7 @@ def run(encoder: Embedder, prompts: Sequence[str], sizes: Sequence[int] = SIZES)
     results: dict[str, Any] = {"sizes": {}, "directory": str(directory)}
     inserted, insert_seconds, fill_mb = 0, 0.0, 0.0
     questions = random.Random(1).sample(list(prompts), min(LOOKUPS, len(prompts)))
+    lengths = [encoder.token_count(q, 10**9) for q in questions]
     for size in sizes:
         before = _rss_mb()
         with Progress(size - inserted, f"filling to {size:,}") as progress:
@@ -83,8 +87,15 @@ def run(encoder: Embedder, prompts: Sequence[str], sizes: Sequence[int] = SIZES)
             cache.lookup(request, tier_order=0)
             search_only.append(time.perf_counter() - started)
         results["sizes"][str(size)] = summary_ms(samples)
+        results["sizes"][str(size)]["by_length"] = {
+            f"{low}-{high}" if high < 10**9 else f">{low - 1}": summary_ms(
+                [s for s, n in zip(samples, lengths, strict=True) if low <= n <= high]
+            )
+            for low, high in LENGTH_BANDS
+        }
         results["sizes"][str(size)]["search_only"] = summary_ms(search_only)
         results["sizes"][str(size)]["rss_mb"] = round(_rss_mb(), 1)
+    results["question_tokens_p50"] = float(np.median(lengths))
     results["insert_per_s"] = round(inserted / insert_seconds, 1)
     results["entries"] = len(cache)
     largest = max(sizes)
@@ -97,7 +108,8 @@ def run(encoder: Embedder, prompts: Sequence[str], sizes: Sequence[int] = SIZES)
 def format_results(r: dict[str, Any], window: int) -> str:
     lines = [
         f"semantic cache, diskcache backend, one partition; lookups embed the question "
-        f"(window {window} tokens) and search the index"
+        f"(window {window} tokens; median question {r['question_tokens_p50']:.0f} tokens) "
+        f"and search the index"
     ]
     for size, s in r["sizes"].items():
         lines.append(
@@ -105,6 +117,12 @@ def format_results(r: dict[str, Any], window: int) -> str:
             f" vector already computed (shared with the scorer): p50 "
             f"{s['search_only']['p50_ms']:.2f} ms  p99 {s['search_only']['p99_ms']:.2f} ms"
         )
+        bands = "; ".join(
+            f"{band} tokens (n={b['n']}) {b['p50_ms']:.2f} ms"
+            for band, b in s["by_length"].items()
+            if b["n"]
+        )
+        lines.append(f"           lookup p50 by question length: {bands}")
     lines.append(f"  insert rate {r['insert_per_s']:,.0f} entries/s (embedding already computed)")
     lines.append(
         f"  memory {r['memory_mb_per_100k']:.0f} MB per 100k entries in RAM; "
