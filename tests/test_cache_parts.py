@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.servers import Service, start_redis
-from tierwise.cache import frame, keys
+from tierwise.cache import evaluate, frame, keys
 from tierwise.cache.index import VectorIndex
 from tierwise.cache.store import DiskStore, Entry, RedisStore, Store
 from tierwise.request import ChatRequest, Scope
@@ -117,6 +117,41 @@ def test_a_text_plus_a_clause_is_not_the_same_question() -> None:
     base = "Name the planets of the solar system in order from the sun."
     longer = base[:-1] + " and give the number of known moons of each one of them."
     assert frame.middle_similarity(base, longer, never) == 0.0
+
+
+def test_eval_cache_serves_as_the_cache_does() -> None:
+    framed = evaluate.Outcome(
+        candidates=[(0.9, "near miss", 0.3), (0.8, "paraphrase", None)],
+        expected="paraphrase",
+        exact=None,
+        semantic_allowed=True,
+    )
+    assert evaluate.served(framed, 0.85) == "near miss"  # no frame check: the best cosine
+    assert evaluate.served(framed, 0.75, 0.7) == "paraphrase"  # the framed one is passed over
+    assert evaluate.served(framed, 0.85, 0.7) is None
+    too_long = evaluate.Outcome(framed.candidates, None, exact=None, semantic_allowed=False)
+    assert evaluate.served(too_long, 0.5) is None
+    repeat = evaluate.Outcome([], None, exact="same text", semantic_allowed=False)
+    assert evaluate.served(repeat, 0.99, 0.9) == "same text"
+
+
+def test_eval_cache_chooses_the_most_hits_within_the_false_hit_margin() -> None:
+    n = len(evaluate.THRESHOLDS)
+
+    def curves(false_until: float, hits: float) -> dict[str, list[float]]:
+        """False hits above the margin below `false_until`; hits fall off past 0.8."""
+        return {
+            "paraphrase": [hits if t <= 0.8 else hits / 2 for t in evaluate.THRESHOLDS],
+            "gsm8k-number-swap": [0.0] * n,
+            "mmlu-same-subject": [0.05 if t < false_until else 0.01 for t in evaluate.THRESHOLDS],
+        }
+
+    design = {f"{ft:.2f}": curves(0.9, 0.5) for ft in evaluate.FRAME_THRESHOLDS}
+    design["0.70"] = curves(0.75, 0.9)  # this frame check allows 0.75 at 90% hits
+    design["0.80"] = curves(0.75, 0.9)  # as good: the stricter check wins the tie ...
+    assert evaluate.choose(design) == (0.8, 0.8)  # ... and the highest equally good cosine
+    nothing = {f"{ft:.2f}": curves(1.0, 0.9) for ft in evaluate.FRAME_THRESHOLDS}
+    assert evaluate.choose(nothing) == (evaluate.THRESHOLDS[-1], evaluate.FRAME_THRESHOLDS[-1])
 
 
 def test_flat_index_finds_the_exact_best_match_and_forgets_removed() -> None:
