@@ -166,18 +166,13 @@ def middle_similarities(
     encoder: Embedder, pairs: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], float | None]:
     """The frame check's cosine for each (asked, stored) pair, each middle embedded once."""
-    framed = {pair: frame.middles(*pair) for pair in pairs}
-    texts = [t for m in framed.values() if m for t in (m.first, m.second) if t]
-    vectors = embed_all(encoder, texts, show_progress=False) if texts else {}
-    out: dict[tuple[str, str], float | None] = {}
-    for pair, m in framed.items():
-        if m is None:
-            out[pair] = None
-        elif not m.first or not m.second:
-            out[pair] = 0.0
-        else:
-            out[pair] = float(vectors[m.first] @ vectors[m.second])
-    return out
+    framed = [m for m in (frame.middles(*pair) for pair in pairs) if m is not None]
+    vectors = embed_all(encoder, [t for m in framed for t in (m.first, m.second) if t], False)
+
+    def embedded(texts: Sequence[str]) -> np.ndarray:
+        return np.stack([vectors[t] for t in texts])
+
+    return {pair: frame.middle_similarity(*pair, embedded) for pair in pairs}
 
 
 def served(outcome: Outcome, threshold: float, frame_threshold: float = 0.0) -> str | None:
