@@ -288,11 +288,16 @@ def _strictness(option: tuple[float, float, float]) -> tuple[float, float, float
     return round(hits, 6), threshold, frame_threshold
 
 
+def _shown_frames(report: dict[str, Any]) -> list[float]:
+    """The chosen frame threshold, then no frame check (for comparison) if that differs."""
+    return list(dict.fromkeys((report["chosen_frame_threshold"], 0.0)))
+
+
 def format_report(report: dict[str, Any], configured: float, configured_frame: float) -> str:
     """Held-out tables: with the chosen frame check, then without one, for comparison."""
     lines = ["held-out half: paraphrase = hit rate on its own origin; others = false-hit rate"]
     chosen_frame = report["chosen_frame_threshold"]
-    for ft in dict.fromkeys((chosen_frame, 0.0)):
+    for ft in _shown_frames(report):
         held = report["curves"]["held-out"][_key(ft)]
         names = ["paraphrase", *[n for n in held if n != "paraphrase"]]
         check = f"frame check at {ft:.2f}" if ft > 0 else "no frame check"
@@ -326,10 +331,8 @@ def plot(report: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    chosen_frame = report["chosen_frame_threshold"]
-    for ft, style in ((chosen_frame, "-"), (0.0, ":")):
-        if ft == 0.0 and chosen_frame == 0.0 and style == ":":
-            break
+    for ft in _shown_frames(report):
+        style = "-" if ft == report["chosen_frame_threshold"] else ":"
         held = report["curves"]["held-out"][_key(ft)]
         check = f"frame {ft:.2f}" if ft > 0 else "no frame check"
         for n, (name, curve) in enumerate(held.items()):
