@@ -305,10 +305,13 @@ class SemanticCache:
             victims = [i for i, (_, expires, _) in self._meta.items() if expires <= now]
             over = len(self._meta) - len(victims) - cap
             if over > 0:
+                # A stable sort on the last use alone: entries used at the same instant go
+                # oldest-inserted first (ordering ties by their random ids could drop the newest).
                 live = sorted(
-                    (used, i) for i, (_, expires, used) in self._meta.items() if expires > now
+                    (i for i, (_, expires, _) in self._meta.items() if expires > now),
+                    key=lambda i: self._meta[i][2],
                 )
-                victims += [i for _, i in live[: max(over, cap // 100)]]
+                victims += live[: max(over, cap // 100)]
         for entry_id in victims:
             self.store.delete(entry_id)
             self._forget(entry_id)
