@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
-from relay.protocol import DataMessage
+from relay.protocol import PRODUCER_LOST, DataMessage
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class Channel:
         self.acked = 0  # highest seq the consumer confirmed
         self.terminal_seq: int | None = None
         self.cancelled = False
+        self.lost_producer = False  # the relay ended the stream: its producer went away
         self.producer: object | None = None  # the live connection for each role, if any
         self.consumer: object | None = None
         self.consumer_seen = time.monotonic()  # last time a consumer was attached
@@ -86,17 +87,25 @@ class Channel:
         self._refresh()
         return Accept.STORED
 
-    def fail(self, text: str) -> DataMessage | None:
-        """End the stream with a relay-made error (producer lost); None if it already ended."""
+    def fail(self, text: str, reason: str) -> DataMessage | None:
+        """End the stream with a relay-made error; None if it already ended.
+
+        `reason` tells the consumer what it may still do: after `producer_lost` the task may
+        well finish, and its result carries every event, so the seq of this message is the
+        relay's own and not the producer's next one.
+        """
         if self.terminal_seq is not None or self.cancelled:
             return None
         seq = self.position + 1
-        raw = json.dumps({"type": "error", "seq": seq, "source": "relay", "message": text})
+        raw = json.dumps(
+            {"type": "error", "seq": seq, "source": "relay", "reason": reason, "message": text}
+        )
         message = DataMessage(seq, "error", raw)
         self.received = seq
         self.retained.append(message)
         self.retained_bytes += len(raw)
         self.terminal_seq = seq
+        self.lost_producer = reason == PRODUCER_LOST
         self._refresh()
         return message
 

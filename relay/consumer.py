@@ -4,8 +4,10 @@ Events are numbered by the worker. They arrive from the relay (fast, token by to
 full, in the task's result (final only). Whichever source has the next sequence number
 first supplies it, so a relay that is unreachable, restarts, or drops us mid-stream costs
 no tokens and repeats none: the consumer reconnects with ?after=<last seq>, and if the relay
-stays away the batch result fills in the rest. A failed task or a relay `error` ends the
-stream with StreamError at once instead of leaving the user waiting.
+stays away the batch result fills in the rest. The same holds when the relay loses the
+*producer* (its `error` with reason `producer_lost`): the task is still running, so we wait
+for its result instead of failing. A failed task, a worker's `error` or a malformed event
+ends the stream with StreamError at once instead of leaving the user waiting.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class HpcStream:
         self.next_seq = 1
         self.finished = False  # a terminal event was delivered
         self.source_counts = {"relay": 0, "result": 0}
-        self.relay_gave_up = False
+        self.relay_gave_up = False  # the relay can supply nothing more: the result must
         # Relay messages in arrival order; _wakeup is set when one arrives or the task ends.
         self._queue: deque[dict[str, Any]] = deque()
         self._wakeup: asyncio.Event | None = None
@@ -97,6 +99,9 @@ class HpcStream:
                 if received is None:
                     continue
                 event = received
+                if event["type"] == "error" and event.get("reason") == protocol.PRODUCER_LOST:
+                    await self._relay_lost_producer(event)
+                    continue
                 if event["seq"] != self.next_seq:
                     if event["seq"] < self.next_seq:
                         continue  # a resend after reconnecting: already delivered
@@ -115,6 +120,15 @@ class HpcStream:
                     return
         finally:
             await self._close(pump)
+
+    async def _relay_lost_producer(self, event: dict[str, Any]) -> None:
+        """The relay gave up on the worker's link, not the task: take the rest from the
+        result. Acknowledging the relay's own error lets it retire the channel as ended,
+        not cancelled, so a worker that reconnects keeps generating (HTTP 409)."""
+        log.info("channel %s: %s; waiting for the task's result", self.channel, event["message"])
+        self.relay_gave_up = True
+        await self._send({"type": "ack", "seq": event["seq"]})
+        self._acked = event["seq"]
 
     async def _next_relay_event(
         self, wakeup: asyncio.Event, started: float
@@ -163,9 +177,14 @@ class HpcStream:
         events = payload.get("events") if isinstance(payload, dict) else None
         if not isinstance(events, list):
             raise StreamError(502, "the HPC job returned no events (is the worker up to date?)")
-        rest = [e for e in events if isinstance(e, dict) and e.get("seq", 0) >= self.next_seq]
         out = []
-        for event in rest:
+        for event in events:
+            try:
+                protocol.check_event(event if isinstance(event, dict) else {})
+            except protocol.ProtocolError as exc:
+                raise StreamError(502, f"the HPC job's result holds a bad event: {exc}") from None
+            if event["seq"] < self.next_seq:
+                continue
             if event["seq"] != self.next_seq:
                 raise StreamError(502, f"the HPC job's result misses seq {self.next_seq}")
             self.next_seq += 1
@@ -201,7 +220,7 @@ class HpcStream:
         """Keep a relay connection, resuming after the last delivered event, and queue messages."""
         loop = asyncio.get_running_loop()
         lost_at, backoff = loop.time(), 0.05
-        while not self.finished:
+        while not self.finished and not self.relay_gave_up:
             path = protocol.channel_path(self.channel, "consume", self.next_seq - 1)
             try:
                 async with asyncio.timeout(self.timeouts.connect_s):
@@ -215,7 +234,7 @@ class HpcStream:
                     hello = protocol.parse_control(await conn.recv())
             except InvalidStatus as exc:
                 status = exc.response.status_code
-                if status in (401, 403, 404, 410):
+                if status in (401, 403, 404, 409, 410):
                     log.warning("relay refused channel %s with HTTP %d", self.channel, status)
                     self.relay_gave_up = True
                     return  # the task's result is the only source left
@@ -243,7 +262,7 @@ class HpcStream:
                         self._queue.append(message)
                         if self._wakeup is not None:
                             self._wakeup.set()
-            except (ConnectionClosed, ValueError):
+            except (ConnectionClosed, ValueError, RecursionError):
                 pass
             finally:
                 beat.cancel()

@@ -25,11 +25,19 @@ ROLES: tuple[Role, ...] = ("produce", "consume")
 TOKEN_VERSION = "v1"
 MIN_SECRET_BYTES = 32
 CHANNEL_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+# One canonical token form: an expiry with no sign, no leading zero and at most 11 digits
+# (unix seconds until the year 5138), and the unpadded base64url of a 32-byte HMAC.
+EXPIRY_RE = re.compile(r"[1-9][0-9]{0,10}")
+MAC_RE = re.compile(r"[A-Za-z0-9_-]{43}")
+AFTER_RE = re.compile(r"0|[1-9][0-9]{0,17}")
+MAX_DEPTH = 16  # nesting a real message needs: 5 (token -> delta -> tool_calls -> call -> function)
 PATH_RE = re.compile(r"^/v1/channels/(?P<channel>[^/]+)/(?P<role>produce|consume)$")
 
 # Messages a producer may send; the relay forwards them to the consumer unchanged.
 DATA_TYPES = frozenset({"token", "usage", "error", "done"})
 TERMINAL_TYPES = frozenset({"error", "done"})
+# The `reason` of a relay-made error after which the task's result can still finish the answer.
+PRODUCER_LOST = "producer_lost"
 # WebSocket close codes the relay uses beside the standard ones.
 CLOSE_CANCELLED = 4001  # the consumer cancelled or left: stop generating
 CLOSE_REPLACED = 4002  # a newer connection took this role on the channel
@@ -79,7 +87,12 @@ def verify_token(
     if not token:
         raise TokenError("missing", "send 'Authorization: Bearer <token>' for this channel")
     parts = token.split(".")
-    if len(parts) != 3 or parts[0] != TOKEN_VERSION or not parts[1].isdigit():
+    if (
+        len(parts) != 3
+        or parts[0] != TOKEN_VERSION
+        or not EXPIRY_RE.fullmatch(parts[1])
+        or not MAC_RE.fullmatch(parts[2])
+    ):
         raise TokenError("malformed", "the bearer token is not a relay token (v1.<expiry>.<mac>)")
     expiry = int(parts[1])
     expected = _mac(secret, channel, role, expiry)
@@ -109,7 +122,7 @@ def parse_target(path: str) -> Target:
     if not CHANNEL_RE.match(channel):
         raise ValueError("a channel id is 8-64 of A-Z a-z 0-9 _ -")
     after_values = parse_qs(parts.query).get("after", ["0"])
-    if len(after_values) != 1 or not after_values[0].isdigit():
+    if len(after_values) != 1 or not AFTER_RE.fullmatch(after_values[0]):
         raise ValueError("'after' must be one non-negative integer (the last sequence received)")
     role: Role = "produce" if match["role"] == "produce" else "consume"
     return Target(channel, role, int(after_values[0]))
@@ -134,21 +147,69 @@ class DataMessage:
 
 
 def parse_producer_message(raw: str | bytes) -> DataMessage | None:
-    """Validate a producer frame: a JSON object with a known type and a positive int seq.
+    """Validate a producer frame: a JSON object with a known type, a positive int seq and
+    fields of the right shape (see check_event).
 
     Returns None for a heartbeat, which only proves the producer is alive.
     """
     data = _json_object(raw)
     assert isinstance(raw, str)  # _json_object refuses binary frames
-    kind = data.get("type")
-    if kind == "heartbeat":
+    if data.get("type") == "heartbeat":
         return None
+    check_event(data)
+    return DataMessage(data["seq"], data["type"], raw)
+
+
+def check_event(data: dict[str, Any]) -> None:
+    """Raise ProtocolError unless `data` is an event the consumer can use as it is.
+
+    The same rules hold for events read from the task's result, so both sources fail the
+    same way on the same bad event.
+    """
+    kind = data.get("type")
     if kind not in DATA_TYPES:
         raise ProtocolError(f"unknown message type {kind!r}; allowed: {sorted(DATA_TYPES)}")
     seq = data.get("seq")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-        raise ProtocolError("every message needs an integer 'seq' >= 1")
-    return DataMessage(seq, kind, raw)
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq < 2**53:
+        raise ProtocolError("every message needs an integer 'seq' from 1 to 2**53")
+    if _depth(data) > MAX_DEPTH:
+        raise ProtocolError(f"a message may nest at most {MAX_DEPTH} levels deep")
+    for key, kinds in _FIELDS[kind].items():
+        if key in data and not isinstance(data[key], kinds):
+            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise ProtocolError(f"'{key}' of a {kind} message must be {names}")
+    delta = data.get("delta") or {}
+    for key, kinds in _DELTA_FIELDS.items():
+        if key in delta and not isinstance(delta[key], kinds):
+            raise ProtocolError(f"'delta.{key}' has the wrong type")
+
+
+_OPTIONAL_STR = (str, type(None))
+_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    "token": {"delta": (dict,)},
+    "usage": {"usage": (dict,)},
+    "error": {"message": _OPTIONAL_STR, "status": (int, type(None))},
+    "done": {"finish_reason": _OPTIONAL_STR},
+}
+_DELTA_FIELDS: dict[str, tuple[type, ...]] = {
+    "content": _OPTIONAL_STR,
+    "reasoning_content": _OPTIONAL_STR,
+    "tool_calls": (list, type(None)),
+}
+
+
+def _depth(value: Any) -> int:
+    """How deeply containers nest in a parsed JSON value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:
+                stack.extend((child, level + 1) for child in item)
+    return deepest
 
 
 def parse_control(raw: str | bytes) -> dict[str, Any]:
@@ -163,9 +224,15 @@ def _json_object(raw: str | bytes) -> dict[str, Any]:
     if isinstance(raw, bytes):
         raise ProtocolError("send text frames holding JSON, not binary frames")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constant)
     except ValueError:
-        raise ProtocolError("a frame is not valid JSON") from None
+        raise ProtocolError("a frame is not valid JSON (or holds a number too large)") from None
+    except RecursionError:
+        raise ProtocolError(f"a message may nest at most {MAX_DEPTH} levels deep") from None
     if not isinstance(data, dict):
         raise ProtocolError("a message must be a JSON object")
     return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

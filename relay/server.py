@@ -7,12 +7,18 @@ the same port answers /health and /metrics over plain HTTP.
 Guarantees, per channel:
 - nothing is dropped: a full buffer pauses the producer (it stops being read, so TCP pushes
   back), it never discards;
-- a producer that dies (socket closed, then a short grace for a reconnect) or goes silent
-  (no message or heartbeat within the idle timeout) ends the stream with an `error`
-  message to the consumer;
+- a producer that dies (socket closed, then a grace for a reconnect) or goes silent (no
+  message or heartbeat within the idle timeout) ends the stream with an `error` message
+  whose reason is `producer_lost`: the consumer then takes the rest from the task's result,
+  and a producer that comes back later is told so (HTTP 409) and keeps generating;
+- a producer that breaks the protocol ends the stream with an `error` (reason `protocol`);
 - a consumer that leaves (or sends `cancel`) makes the relay send `cancel` to the producer;
 - a consumer may reconnect with ?after=<last seq> and resumes with no loss or duplication;
   a producer that reconnects is told where to resume and its replays are de-duplicated.
+
+Every timer runs on loop life (relay/timers.py): a frozen or starved relay does not blame
+its peers for its own pause, and a grace timer belongs to the connection it waits for, so a
+reconnect cancels it.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from websockets.http11 import Request, Response
 from relay import protocol
 from relay.channel import Accept, Channel, GapError, Limits
 from relay.metrics import Metrics
+from relay.timers import LoopClock, SilenceWatch, Timer
 
 log = logging.getLogger("tierwise.relay")
 
@@ -53,7 +60,10 @@ class RelaySettings:
     max_message_bytes: int = 256 * 1024
     heartbeat_s: float = 0.5
     idle_timeout_s: float = 1.5
-    producer_grace_s: float = 0.5
+    # Longer than the worker's reconnect backoff (at most 0.25 s between tries) plus a
+    # connect: a link outage up to about 1.5 s resumes live; a longer one ends the relay's
+    # part and the consumer fills in from the task's result.
+    producer_grace_s: float = 2.0
     consumer_idle_s: float = 10.0
     consumer_grace_s: float = 3.0
     orphan_timeout_s: float = 60.0
@@ -88,7 +98,9 @@ class RelayServer:
         self.limits = Limits(settings.buffer_messages, settings.buffer_bytes)
         self.metrics = Metrics()
         self.channels: dict[str, Channel] = {}
-        self.finished: dict[str, float] = {}  # channel id -> token expiry: refuse reuse (410)
+        # channel id -> (token expiry, lost its producer): refuse reuse with 410, or 409 for
+        # a producer of a stream the relay gave up on, which must finish into its result
+        self.finished: dict[str, tuple[int, bool]] = {}
         self.started = time.monotonic()
         self._targets: weakref.WeakKeyDictionary[ServerConnection, protocol.Target] = (
             weakref.WeakKeyDictionary()
@@ -98,6 +110,8 @@ class RelayServer:
         )
         self._connections = {"produce": 0, "consume": 0}
         self._timers: set[asyncio.Task[None]] = set()
+        self._grace: dict[tuple[str, protocol.Role], Timer] = {}
+        self._clock: LoopClock | None = None
         self._server: Server | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -108,6 +122,8 @@ class RelayServer:
         if s.certfile:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(s.certfile, s.keyfile)
+        self._clock = LoopClock()
+        self._clock.start()
         self._server = await serve(
             self._handle,
             s.host,
@@ -122,13 +138,22 @@ class RelayServer:
             compression=None,
             close_timeout=2,
             ssl=context,
+            create_connection=_Connection,
         )
         self._spawn(self._sweep())
         return self._server
 
+    @property
+    def clock(self) -> LoopClock:
+        assert self._clock is not None, "start() the relay first"
+        return self._clock
+
     async def close(self) -> None:
         for task in list(self._timers):
             task.cancel()
+        for timer in self._grace.values():
+            timer.cancel()
+        self.clock.stop()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -166,9 +191,10 @@ class RelayServer:
             response = _reply(connection, HTTPStatus.UNAUTHORIZED, f"{exc}\n")
             response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
             return response
-        if target.channel in self.finished:
+        refusal = self._refusal(target)
+        if refusal is not None:
             self.metrics.inc("tierwise_relay_rejected_total", reason="finished")
-            return _reply(connection, HTTPStatus.GONE, "this channel has ended or was cancelled\n")
+            return _reply(connection, *refusal)
         if target.channel not in self.channels and len(self.channels) >= self.settings.max_channels:
             self.metrics.inc("tierwise_relay_rejected_total", reason="full")
             return _reply(
@@ -177,6 +203,23 @@ class RelayServer:
         self._targets[connection] = target
         self._expiries[connection] = expiry
         return None
+
+    def _refusal(self, target: protocol.Target) -> tuple[HTTPStatus, str] | None:
+        """Why a connection to an ended channel is refused, or None if it may go on."""
+        conflict = (
+            HTTPStatus.CONFLICT,
+            "the relay ended this stream after losing its producer; finish the task: its "
+            "result carries the answer\n",
+        )
+        channel = self.channels.get(target.channel)
+        if channel is not None:
+            return conflict if target.role == "produce" and channel.lost_producer else None
+        ended = self.finished.get(target.channel)
+        if ended is None:
+            return None
+        if target.role == "produce" and ended[1]:
+            return conflict
+        return HTTPStatus.GONE, "this channel has ended or was cancelled\n"
 
     def health(self) -> str:
         return json.dumps(
@@ -224,9 +267,10 @@ class RelayServer:
         if channel.producer is not None:
             await _close_quietly(channel.producer, protocol.CLOSE_REPLACED, "replaced")
         channel.producer = ws
+        self._end_grace(channel, "produce")
         settings = self.settings
         clean = False
-        watch: _SilenceWatch | None = None
+        watch: SilenceWatch | None = None
         try:
             await ws.send(
                 json.dumps(
@@ -237,7 +281,12 @@ class RelayServer:
                     }
                 )
             )
-            watch = _SilenceWatch(settings.idle_timeout_s, lambda: self._silenced(channel, ws))
+            watch = SilenceWatch(
+                self.clock,
+                _arrivals(ws),
+                settings.idle_timeout_s,
+                lambda: self._silenced(channel, ws),
+            )
             while channel.terminal_seq is None and not channel.cancelled:
                 if not channel.has_space():
                     # Stop reading: frames queue in the socket and TCP pushes back on the
@@ -245,10 +294,9 @@ class RelayServer:
                     self.metrics.inc("tierwise_relay_backpressure_waits_total")
                     watch.paused = True
                     await channel.space.wait()
-                    watch.heard()
+                    watch.resume()
                     continue
-                raw = await ws.recv()  # the watch closes ws if this waits past the timeout
-                watch.heard()
+                raw = await ws.recv()  # the watch closes ws if the producer stays silent
                 try:
                     message = protocol.parse_producer_message(raw)
                     if message is None:
@@ -256,7 +304,7 @@ class RelayServer:
                     outcome = channel.accept(message)
                 except (protocol.ProtocolError, GapError) as exc:
                     self.metrics.inc("tierwise_relay_protocol_errors_total")
-                    channel.fail(f"the HPC worker broke the relay protocol: {exc}")
+                    channel.fail(f"the HPC worker broke the relay protocol: {exc}", "protocol")
                     await ws.close(CloseCode.POLICY_VIOLATION, str(exc)[:120])
                     return
                 if outcome is Accept.STORED:
@@ -292,12 +340,13 @@ class RelayServer:
 
     def _silenced(self, channel: Channel, ws: ServerConnection) -> None:
         """The producer sent nothing for the idle timeout: fail the stream, drop the socket."""
-        self._producer_silent(channel)
+        idle_s = self.settings.idle_timeout_s
+        self._producer_lost(channel, f"no message or heartbeat for {idle_s:g}s")
         self._spawn(_close_quietly(ws, CloseCode.GOING_AWAY, "idle timeout"))
 
-    def _producer_silent(self, channel: Channel) -> None:
-        why = f"no message or heartbeat for {self.settings.idle_timeout_s:g}s"
-        if channel.fail(f"the HPC worker stopped responding ({why})") is not None:
+    def _producer_lost(self, channel: Channel, why: str) -> None:
+        message = channel.fail(f"the HPC worker stopped responding ({why})", protocol.PRODUCER_LOST)
+        if message is not None:
             self.metrics.inc("tierwise_relay_producer_lost_total")
             log.warning("channel %s: producer lost (%s)", channel.id, why)
 
@@ -309,27 +358,52 @@ class RelayServer:
             self.metrics.inc("tierwise_relay_oversize_total")
             channel.fail(
                 f"the HPC worker sent a message over the relay's "
-                f"{self.settings.max_message_bytes}-byte limit"
+                f"{self.settings.max_message_bytes}-byte limit",
+                "protocol",
             )
             return
-        self._spawn(self._declare_lost(channel, ws))
+        # Give it a grace to reconnect; a reconnect cancels this timer (_end_grace).
+        self._start_grace(
+            channel,
+            "produce",
+            self.settings.producer_grace_s,
+            lambda: self._producer_lost(channel, "its connection closed mid-stream"),
+        )
 
-    async def _declare_lost(self, channel: Channel, ws: ServerConnection) -> None:
-        """Give a dropped producer a short grace to reconnect, then fail the stream."""
-        await asyncio.sleep(self.settings.producer_grace_s)
-        if channel.producer not in (None, ws):
-            return  # it reconnected in time
-        why = "its connection closed mid-stream"
-        if channel.fail(f"the HPC worker stopped responding ({why})") is not None:
-            self.metrics.inc("tierwise_relay_producer_lost_total")
-            log.warning("channel %s: producer lost (%s)", channel.id, why)
+    def _start_grace(
+        self,
+        channel: Channel,
+        role: protocol.Role,
+        grace_s: float,
+        expired: Callable[[], None],
+    ) -> None:
+        """After grace_s of loop life with nobody in `role`, call expired()."""
+        self._end_grace(channel, role)
+        key = (channel.id, role)
+
+        def check() -> None:
+            self._grace.pop(key, None)
+            if getattr(channel, "producer" if role == "produce" else "consumer") is None:
+                expired()
+
+        self._grace[key] = self.clock.call_after(grace_s, check)
+
+    def _end_grace(self, channel: Channel, role: protocol.Role) -> None:
+        timer = self._grace.pop((channel.id, role), None)
+        if timer is not None:
+            timer.cancel()
 
     async def _consume(self, ws: ServerConnection, channel: Channel, after: int) -> None:
         if channel.consumer is not None:
             await _close_quietly(channel.consumer, protocol.CLOSE_REPLACED, "replaced")
         if after:
             self.metrics.inc("tierwise_relay_resumes_total", role="consume")
+        if channel.received or channel.producer is not None:
+            # A consumer cannot hold more than we took in; a fresh channel (the relay just
+            # restarted) believes it, so the producer's replays of that much are dropped.
+            after = min(after, channel.position)
         channel.consumer = ws
+        self._end_grace(channel, "consume")
         channel.ack(after)
         await ws.send(
             json.dumps(
@@ -359,7 +433,12 @@ class RelayServer:
                 if channel.finished:
                     self._maybe_forget(channel)
                 else:
-                    self._spawn(self._consumer_left(channel, ws))
+                    self._start_grace(
+                        channel,
+                        "consume",
+                        self.settings.consumer_grace_s,
+                        lambda: self._spawn(self._cancel(channel, "consumer_left")),
+                    )
 
     async def _send_loop(self, ws: ServerConnection, channel: Channel, sent: int) -> None:
         while not channel.cancelled:
@@ -374,21 +453,32 @@ class RelayServer:
         await ws.close(protocol.CLOSE_CANCELLED, "cancelled")
 
     async def _receive_loop(self, ws: ServerConnection, channel: Channel) -> None:
+        gone = asyncio.Event()
+        watch = SilenceWatch(self.clock, _arrivals(ws), self.settings.consumer_idle_s, gone.set)
+        reader = asyncio.ensure_future(self._read_controls(ws, channel))
+        waiter = asyncio.ensure_future(gone.wait())
+        try:
+            await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.stop()
+            waiter.cancel()
+        if gone.is_set() and not reader.done():
+            reader.cancel()
+            await _close_quietly(ws, CloseCode.GOING_AWAY, "idle timeout")
+        await asyncio.gather(reader, return_exceptions=True)
+
+    async def _read_controls(self, ws: ServerConnection, channel: Channel) -> None:
         while True:
-            try:
-                async with asyncio.timeout(self.settings.consumer_idle_s):
-                    raw = await ws.recv()
-            except TimeoutError:
-                await _close_quietly(ws, CloseCode.GOING_AWAY, "idle timeout")
-                return
+            raw = await ws.recv()
             try:
                 message = protocol.parse_control(raw)
             except protocol.ProtocolError as exc:
                 self.metrics.inc("tierwise_relay_protocol_errors_total")
                 await ws.close(CloseCode.POLICY_VIOLATION, str(exc)[:120])
                 return
-            if message["type"] == "ack" and isinstance(message.get("seq"), int):
-                channel.ack(min(message["seq"], channel.received))
+            seq = message.get("seq")
+            if message["type"] == "ack" and isinstance(seq, int) and not isinstance(seq, bool):
+                channel.ack(min(seq, channel.received))
                 if channel.finished:
                     self.metrics.inc("tierwise_relay_channels_completed_total")
                     await ws.close()
@@ -397,11 +487,6 @@ class RelayServer:
                 await self._cancel(channel, "consumer_cancel")
                 return
             # anything else (a heartbeat) only shows the consumer is alive
-
-    async def _consumer_left(self, channel: Channel, ws: ServerConnection) -> None:
-        await asyncio.sleep(self.settings.consumer_grace_s)
-        if channel.consumer is None and not channel.finished:
-            await self._cancel(channel, "consumer_left")
 
     async def _cancel(self, channel: Channel, reason: str) -> None:
         """Stop the producer (so the GPU stops) and retire the channel."""
@@ -423,14 +508,16 @@ class RelayServer:
         """Drop a finished channel once nobody is attached; remember its id to refuse reuse."""
         if channel.finished and self.channels.get(channel.id) is channel:
             del self.channels[channel.id]
-            self.finished[channel.id] = channel.expiry
+            self.finished[channel.id] = (channel.expiry, channel.lost_producer)
+            for role in protocol.ROLES:
+                self._end_grace(channel, role)
 
     async def _sweep(self) -> None:
         """Expire channels whose token ran out, and cancel ones no consumer came back for."""
         while True:
             await asyncio.sleep(1.0)
             now, mono = time.time(), time.monotonic()
-            for channel_id, expiry in list(self.finished.items()):
+            for channel_id, (expiry, _) in list(self.finished.items()):
                 if expiry <= now:
                     del self.finished[channel_id]
             for channel in list(self.channels.values()):
@@ -448,44 +535,22 @@ class RelayServer:
                     await self._cancel(channel, "no_consumer")
 
 
-class _SilenceWatch:
-    """Calls on_silent once nothing was heard for idle_s, except while paused.
+class _Connection(ServerConnection):
+    """A server connection that counts socket reads, so silence is judged by arrival."""
 
-    One timer per idle period, not one per message: an `asyncio.timeout` around every
-    recv() cost about a fifth of the relay's CPU per token. heard() only notes the time;
-    when the timer fires early it sets itself again for the new deadline.
-    """
+    arrivals = 0
 
-    def __init__(self, idle_s: float, on_silent: Callable[[], None]) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.idle_s = idle_s
-        self.paused = False
-        self._on_silent = on_silent
-        self._last = self.loop.time()
-        self._timer: asyncio.TimerHandle | None = self.loop.call_at(
-            self._last + idle_s, self._check
-        )
+    def data_received(self, data: bytes) -> None:
+        self.arrivals += 1
+        super().data_received(data)
 
-    def heard(self) -> None:
-        """The producer is alive (a message arrived, or we stopped pausing it)."""
-        self._last = self.loop.time()
-        self.paused = False
+    def reading(self) -> bool:
+        return bool(self.transport.is_reading())
 
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
-    def _check(self) -> None:
-        now = self.loop.time()
-        if self.paused:
-            self._last = now  # our silence, not the producer's: a full period after it
-        deadline = self._last + self.idle_s
-        if now >= deadline:
-            self._timer = None
-            self._on_silent()
-        else:
-            self._timer = self.loop.call_at(deadline, self._check)
+def _arrivals(ws: ServerConnection) -> _Connection:
+    assert isinstance(ws, _Connection), "serve() with create_connection=_Connection"
+    return ws
 
 
 def _reply(

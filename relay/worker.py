@@ -28,6 +28,9 @@ from urllib.parse import urlsplit
 
 CLOSE_CANCELLED = 4001  # relay close code: the consumer cancelled or left
 KEEPALIVE_S = 20.0  # ping the relay this often; no pong within as long: reconnect
+# Reconnect backoff: 0.05 s doubling to at most 0.25 s, so after a link outage we are back
+# within a quarter second of the relay being reachable, well inside its 2 s producer grace.
+BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.05, 0.25
 FORWARDED_DELTA_KEYS = ("content", "tool_calls", "reasoning_content")
 
 
@@ -133,7 +136,7 @@ class RelayLink:
             self.gave_up.set()  # no websockets on this node: batch result only
             return
         lost_at = time.monotonic()
-        backoff = 0.05
+        backoff = BACKOFF_FIRST_S
         fresh = True  # no connection yet: the relay cannot hold anything of ours
         while not self.finished.is_set() and not self.cancelled.is_set():
             conn, attached = None, False
@@ -160,7 +163,8 @@ class RelayLink:
                 if status == 410:  # the channel ended: the consumer cancelled
                     self._cancel()
                     return
-                if status in (401, 403, 404):  # retrying cannot help
+                # 409: the relay ended our stream after losing us; the result carries it.
+                if status in (401, 403, 404, 409):  # retrying cannot help
                     self.gave_up.set()
                     return
                 conn = None
@@ -176,9 +180,9 @@ class RelayLink:
                     self.gave_up.set()
                     return
                 time.sleep(backoff)
-                backoff = min(1.0, backoff * 2)
+                backoff = min(BACKOFF_MAX_S, backoff * 2)
                 continue
-            backoff = 0.05
+            backoff = BACKOFF_FIRST_S
             self.heartbeat_s = float(hello.get("heartbeat_s") or self.heartbeat_s)
             try:
                 if not attached:
@@ -274,13 +278,20 @@ class Upstream:
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if self.api_key:
             headers["Authorization"] = "Bearer " + self.api_key
+        if self.aborted:
+            return
         try:
             self.conn.request("POST", self.path, body=json.dumps(body), headers=headers)
             # getresponse() hands the socket to the response and may drop conn.sock: keep it
-            # so abort() can still shut it down.
+            # so abort() can still shut it down, and shut it ourselves if abort() came while
+            # we were connecting (it set the flag before looking for a socket).
             self.sock = self.conn.sock
+            if self.aborted:
+                self.abort()
             response = self.conn.getresponse()
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
+            if self.aborted:
+                return
             raise UpstreamError(f"cannot reach the model server at {self.url}: {exc}") from None
         if response.status != 200:
             text = response.read(2000).decode("utf-8", "replace")
@@ -306,7 +317,7 @@ class Upstream:
     def abort(self) -> None:
         """Close the socket, so the server stops generating (vLLM aborts on disconnect)."""
         self.aborted = True
-        sock = self.sock
+        sock = self.sock or self.conn.sock
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)

@@ -32,7 +32,19 @@ def test_token_tampering_and_garbage_are_refused() -> None:
     token = protocol.mint_token(SECRET, "chan-0001", "produce", ttl_s=60, now=1000)
     version, expiry, mac = token.split(".")
     later = f"{version}.{int(expiry) + 3600}.{mac}"  # pushing the expiry breaks the MAC
-    cases = {later: "bad_mac", "": "missing", "abc": "malformed", "v1.x.y": "malformed"}
+    cases = {
+        later: "bad_mac",
+        "": "missing",
+        "abc": "malformed",
+        "v1.x.y": "malformed",
+        f"{version}.0{expiry}.{mac}": "malformed",  # one canonical form: no leading zeros
+        f"{version}.{'9' * 5000}.{mac}": "malformed",  # too many digits for int()
+        f"{version}.{expiry}.{mac[:-1]}\u00e9": "malformed",  # not ASCII: compare_digest raises
+        f"{version}.{expiry}\n.{mac}": "malformed",
+        f"{version}.{expiry}.{mac}=": "malformed",  # padded base64
+        f"{version}.-{expiry}.{mac}": "malformed",
+        f"{version}.\u0661\u0662.{mac}": "malformed",  # Unicode digits int() would take
+    }
     for bad, reason in cases.items():
         with pytest.raises(protocol.TokenError) as err:
             protocol.verify_token(SECRET, bad, "chan-0001", "produce", now=1000)
@@ -49,7 +61,14 @@ def test_paths() -> None:
         "abcdefgh", "consume", 7
     )
     assert protocol.parse_target(protocol.channel_path("abcdefgh", "produce")).role == "produce"
-    for bad in ("/v1/channels/abc/consume", "/x", "/v1/channels/abcdefgh/consume?after=-1"):
+    for bad in (
+        "/v1/channels/abc/consume",
+        "/x",
+        "/v1/channels/abcdefgh/consume?after=-1",
+        "/v1/channels/abcdefgh/consume?after=07",
+        "/v1/channels/abcdefgh/consume?after=" + "9" * 19,
+        "/v1/channels/abcdefgh/consume?after=%D9%A1",  # an Arabic-Indic one
+    ):
         with pytest.raises(ValueError):
             protocol.parse_target(bad)
 
@@ -58,9 +77,25 @@ def test_producer_messages_are_validated() -> None:
     ok = protocol.parse_producer_message('{"type": "token", "seq": 3, "delta": {}}')
     assert ok is not None and (ok.seq, ok.type, ok.terminal) == (3, "token", False)
     assert protocol.parse_producer_message('{"type": "heartbeat"}') is None
-    for bad in ('{"type": "token"}', '{"type": "nope", "seq": 1}', "[1]", "{", b"{}"):
+    for bad in (
+        '{"type": "token"}',
+        '{"type": "nope", "seq": 1}',
+        "[1]",
+        "{",
+        b"{}",
+        '{"type": "token", "seq": true}',
+        '{"type": "token", "seq": 1, "delta": "x"}',
+        '{"type": "token", "seq": 1, "delta": {"tool_calls": {}}}',
+        '{"type": "usage", "seq": 1, "usage": [1]}',
+        '{"type": "error", "seq": 1, "message": 5}',
+        '{"type": "done", "seq": 1, "finish_reason": Infinity}',
+        '{"type": "done", "seq": 1, "x": ' + "[" * 17 + "]" * 17 + "}",
+        '{"type": "done", "seq": 1, "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    ):
         with pytest.raises(protocol.ProtocolError):
             protocol.parse_producer_message(bad)
+    nested = {"type": "token", "seq": 1, "delta": {"tool_calls": [{"function": {"name": "f"}}]}}
+    assert protocol.parse_producer_message(json.dumps(nested)) is not None
 
 
 def _msg(seq: int, kind: str = "token") -> protocol.DataMessage:
@@ -100,9 +135,10 @@ def test_fresh_channel_resumes_where_the_consumer_is() -> None:
         assert channel.position == 5
         assert all(channel.accept(_msg(s)) is Accept.DUPLICATE for s in range(1, 6))
         assert channel.accept(_msg(6)) is Accept.STORED
-        failed = channel.fail("producer lost")
+        failed = channel.fail("producer lost", protocol.PRODUCER_LOST)
         assert failed is not None and failed.seq == 7 and channel.terminal_seq == 7
-        assert channel.fail("again") is None
+        assert json.loads(failed.raw)["reason"] == "producer_lost" and channel.lost_producer
+        assert channel.fail("again", "protocol") is None
 
     asyncio.run(scenario())
 

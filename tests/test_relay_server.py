@@ -190,7 +190,8 @@ def _producer_process(
 
 
 @pytest.mark.parametrize("how", ["killed", "frozen"])
-def test_dead_producer_becomes_an_error_within_two_seconds(relay: Service, how: str) -> None:
+def test_dead_producer_becomes_an_error_within_three_seconds(relay: Service, how: str) -> None:
+    """Killed: the 2 s reconnect grace; frozen: 1.5 s of silence, judged every 0.375 s."""
     channel = f"chan-dead-{how}"
     consumer = _open(relay, channel, "consume")
     process = _producer_process(relay, channel, count=100000, delay_ms=5)
@@ -203,8 +204,9 @@ def test_dead_producer_becomes_an_error_within_two_seconds(relay: Service, how: 
             message = json.loads(consumer.recv(timeout=5))
             if message["type"] == "error":
                 break
-        assert time.monotonic() - died < 2.0
+        assert time.monotonic() - died < 3.0
         assert "stopped responding" in message["message"]
+        assert message["reason"] == "producer_lost" and message["source"] == "relay"
     finally:
         process.kill()
         process.wait(5)

@@ -7,15 +7,19 @@ a test can kill it mid-stream or check that a `cancel` reached it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 from relay import protocol
-from tests.servers import Service, free_port, start_service
+from relay.consumer import HpcStream, StreamTimeouts
+from tests.servers import Service, Stub, free_port, start_service
 
 SECRET = secrets.token_urlsafe(32)
 
@@ -44,6 +48,48 @@ def token(channel: str, role: protocol.Role, ttl_s: float = 300) -> str:
 
 def auth(channel: str, role: protocol.Role) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(channel, role)}"}
+
+
+def worker_job(
+    stub: Stub, relay_base: str, channel: str, text: str, **relay: Any
+) -> dict[str, Any]:
+    """The job the provider would hand the worker: echo `text` from the stub via the relay."""
+    return {
+        "upstream": {"url": f"{stub.url}/v1", "timeout_s": 30},
+        "body": {"model": "m", "messages": [{"role": "user", "content": text}]},
+        "relay": {
+            "url": relay_base + protocol.channel_path(channel, "produce"),
+            "token": token(channel, "produce"),
+            "reconnect_window_s": 10,
+            **relay,
+        },
+    }
+
+
+def hpc_stream(relay_base: str, channel: str, future: Future[Any], **timeouts: float) -> HpcStream:
+    """The proxy-side consumer of `channel`, merging the relay with the task's `future`."""
+    options = StreamTimeouts(**{"reconnect_window_s": 10, "start_s": 20, "total_s": 60, **timeouts})
+    return HpcStream(relay_base, channel, token(channel, "consume"), future, options)
+
+
+def collect(
+    stream: HpcStream, on_event: Callable[[int], None] | None = None
+) -> list[dict[str, Any]]:
+    """Every event of the stream; on_event(count) runs (in a thread) after each one."""
+
+    async def run() -> list[dict[str, Any]]:
+        events = []
+        async for event in stream.events():
+            events.append(event)
+            if on_event is not None:
+                await asyncio.to_thread(on_event, len(events))
+        return events
+
+    return asyncio.run(run())
+
+
+def text_of(events: list[dict[str, Any]]) -> str:
+    return "".join(e["delta"].get("content", "") for e in events if e["type"] == "token")
 
 
 def main(argv: Sequence[str]) -> int:
