@@ -15,12 +15,15 @@ covers anything the relay could not deliver.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
+import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from types import FrameType
+from typing import Any, Literal, TypeVar
 
 import httpx
 from litellm import CustomLLM
@@ -32,6 +35,7 @@ from relay import protocol
 from relay.consumer import HpcStream, StreamError, StreamTimeouts
 from relay.dispatch import Dispatcher, DispatchError, LocalExecutor, globus_executor
 
+T = TypeVar("T")
 SETTINGS_KEY = "hpc"
 # Request fields the worker sets itself, or that must not reach the model server.
 DROPPED_PARAMS = frozenset({SETTINGS_KEY, "stream", "stream_options"})
@@ -110,7 +114,11 @@ class HpcProvider(CustomLLM):
 
     async def acompletion(self, *args: Any, **kwargs: Any) -> ModelResponse:
         response: ModelResponse = kwargs["model_response"]
-        return _fill_response(response, kwargs["model"], [c async for c in self._chunks(kwargs)])
+        chunks = await _unless_client_leaves(_client_request(), self._collect(kwargs))
+        return _fill_response(response, kwargs["model"], chunks)
+
+    async def _collect(self, call: dict[str, Any]) -> list[GenericStreamingChunk]:
+        return [c async for c in self._chunks(call)]
 
     def streaming(self, *args: Any, **kwargs: Any) -> Iterator[GenericStreamingChunk]:
         return _iterate_in_private_loop(self._chunks(kwargs))
@@ -210,6 +218,46 @@ class HpcProvider(CustomLLM):
                     )
                 self._dispatchers[key] = dispatcher
             return dispatcher
+
+
+def _client_request() -> Any | None:
+    """The proxy's HTTP request this call answers (a Starlette Request), if there is one.
+
+    LiteLLM hands a custom provider no handle on its client, and the proxy keeps awaiting a
+    non-streaming call after the client has gone. Its endpoint awaits us, so its frame is on
+    our stack: take the first `request` local that can tell a disconnect.
+    """
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        candidate = frame.f_locals.get("request")
+        if callable(getattr(candidate, "is_disconnected", None)):
+            return candidate
+        frame = frame.f_back
+    return None
+
+
+async def _unless_client_leaves(
+    request: Any | None, work: Coroutine[Any, Any, T], every_s: float = 0.25
+) -> T:
+    """Await `work`; if the client disconnects first, cancel it (which cancels the HPC job
+    and aborts the model server's generation) and raise CustomLLMError(499)."""
+    task = asyncio.ensure_future(work)
+    if request is None:
+        return await task
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=every_s)
+            if not task.done() and await request.is_disconnected():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                raise CustomLLMError(499, "the client disconnected; the HPC job was cancelled")
+    finally:
+        if not task.done():  # we were cancelled ourselves
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return task.result()
 
 
 def _secret(settings: HpcSettings) -> bytes:

@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -190,6 +191,32 @@ def test_client_disconnect_cancels_generation_on_the_gpu(stack: Stack) -> None:
         while time.monotonic() < deadline and not stack.stub.requests()[0].get("aborted"):
             time.sleep(0.1)
         assert stack.stub.requests()[0].get("aborted") is True
+    finally:
+        stack.stub.control(token_delay_ms=0)
+
+
+def test_a_non_streaming_client_that_leaves_cancels_generation_on_the_gpu(stack: Stack) -> None:
+    stack.stub.reset()
+    stack.stub.control(token_delay_ms=60)
+    body = json.dumps({"model": "hpc-llama", "messages": [{"role": "user", "content": WORDS}]})
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {stack.key}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    port = int(stack.proxy.url.rsplit(":", 1)[1])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(head.encode() + body.encode())
+            deadline = time.monotonic() + 30
+            while not stack.stub.requests() and time.monotonic() < deadline:
+                time.sleep(0.05)  # the model server is generating (40 tokens, 60 ms apart)
+            assert stack.stub.requests(), "the request never reached the model server"
+        left = time.monotonic()  # the client closed its connection without an answer
+        while time.monotonic() - left < 8 and not stack.stub.requests()[0].get("aborted"):
+            time.sleep(0.1)
+        assert stack.stub.requests()[0].get("aborted") is True
+        assert time.monotonic() - left < 8
     finally:
         stack.stub.control(token_delay_ms=0)
 

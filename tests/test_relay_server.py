@@ -93,6 +93,24 @@ def test_bad_tokens_get_401_before_the_upgrade(relay: Service) -> None:
     assert httpx.get(f"{relay.url}/v1/elsewhere").status_code == 404
 
 
+def test_malformed_tokens_get_401_quietly(relay: Service) -> None:
+    """Odd tokens are refused like wrong ones: 401, no 500, no traceback in the log."""
+    good = token("chan-auth2", "produce")
+    version, expiry, mac = good.split(".")
+    bad = [
+        f"{version}.{'9' * 5000}.{mac}".encode(),
+        f"{version}.{expiry}.{mac[:-1]}".encode() + "\u00e9".encode(),
+        f"{version}.{expiry}.{mac[:-1]}".encode() + b"\xff",
+        f"{version}.0{expiry}.{mac}".encode(),
+    ]
+    url = f"{relay.url}{protocol.channel_path('chan-auth2', 'produce')}"
+    for value in bad:
+        response = httpx.get(url, headers={"Authorization": b"Bearer " + value})
+        assert response.status_code == 401, value[:40]
+    assert _metric(relay, 'tierwise_relay_auth_failures_total{reason="malformed"}') == len(bad)
+    assert "Traceback" not in relay.log.read_text()
+
+
 def test_stream_completes_in_order_and_channel_is_then_closed(relay: Service) -> None:
     consumer = _open(relay, "chan-order", "consume")
     producer = _open(relay, "chan-order", "produce")
@@ -225,6 +243,19 @@ def test_consumer_leaving_cancels_the_producer(relay: Service) -> None:
     finally:
         process.kill()
     assert _metric(relay, 'tierwise_relay_cancels_total{reason="consumer_left"}') == 1
+
+
+def test_after_is_capped_at_what_the_relay_took_in(relay: Service) -> None:
+    consumer = _open(relay, "chan-cap", "consume")
+    producer = _open(relay, "chan-cap", "produce")
+    _send_tokens(producer, 1, 3)
+    assert [m["seq"] for m in _read(consumer, until_terminal=False, limit=3)] == [1, 2, 3]
+    consumer.close()
+    ahead = _open(relay, "chan-cap", "consume", after=10**9)  # claims more than exists
+    _send_tokens(producer, 4, 5)
+    assert [m["seq"] for m in _read(ahead, until_terminal=False, limit=2)] == [4, 5]
+    producer.close()
+    ahead.close()
 
 
 def test_consumer_resumes_without_loss_or_duplication(relay: Service) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from websockets.frames import Close, CloseCode
 
 from relay import worker
 from relay.worker import RelayLink
+from tests.servers import Stub
 
 HELLO = json.dumps({"type": "hello", "resume_from": 0, "heartbeat_s": 0.2})
 
@@ -118,3 +119,14 @@ def test_heartbeats_while_idle_and_a_relay_without_pongs_is_dropped(
         assert json.loads(conns[1].sent[0])["seq"] == 1
     finally:
         link.finish(0.0)
+
+
+def test_abort_before_the_upstream_request_starts_sends_nothing(
+    stub_factory: Callable[..., Stub],
+) -> None:
+    """A cancel that comes while the job is still starting: no request reaches the model."""
+    stub = stub_factory("vllm")
+    upstream = worker.Upstream(f"{stub.url}/v1", timeout_s=10)
+    upstream.abort()
+    assert list(upstream.chunks({"model": "m", "messages": []})) == []
+    assert stub.requests() == []
