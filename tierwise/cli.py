@@ -261,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--throughput-tokens", type=int, default=100_000)
     relay.add_argument("--streams", type=int, default=200)
     relay.add_argument("--tokens", type=int, default=500, help="tokens per concurrent stream")
+    relay.add_argument("--runs", type=int, default=1, help="repeat the concurrent check")
+    relay.add_argument(
+        "--loaded",
+        action="store_true",
+        help="also run the concurrent check while two busy loops saturate the cores",
+    )
     relay.add_argument("--json", type=Path, help="write the figures here too")
     relay.set_defaults(handler=cmd_bench_relay)
 
@@ -611,7 +617,14 @@ def cmd_bench_relay(args: argparse.Namespace) -> int:
     from tierwise.bench import relay
 
     try:
-        results = relay.run(args.ttft_runs, args.throughput_tokens, args.streams, args.tokens)
+        results = relay.run(
+            args.ttft_runs,
+            args.throughput_tokens,
+            args.streams,
+            args.tokens,
+            runs=args.runs,
+            loaded=args.loaded,
+        )
     except (RuntimeError, ImportError) as exc:
         print(f"tierwise bench relay: {exc}", file=sys.stderr)
         return 1

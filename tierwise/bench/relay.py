@@ -1,5 +1,6 @@
 """`tierwise bench relay`: what the relay adds to time to first token, how many tokens per
-second one relay process carries, and whether 200 concurrent streams arrive intact.
+second one relay process carries, and whether 200 concurrent streams arrive intact — on a
+quiet machine and, with --loaded, while two busy-loop processes saturate its cores.
 
 Everything runs on loopback in one run: a relay process, an OpenAI-compatible stand-in for
 vLLM (tierwise.standin), the real worker and the real consumer.
@@ -43,8 +44,32 @@ def _process(command: list[str], ready: str, env: dict[str, str]) -> Iterator[No
             stop(process)
 
 
+# Each busy loop ends by itself after this long, should the bench die before stopping it.
+BUSY_LIMIT_S = 900
+BUSY_LOOPS = 2
+
+
+@contextmanager
+def _busy_cores(count: int) -> Iterator[None]:
+    """`count` processes spinning on the CPU: the machine is saturated while this is open."""
+    code = (
+        f"import time\nend = time.monotonic() + {BUSY_LIMIT_S}\nwhile time.monotonic() < end: pass"
+    )
+    loops = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for loop in loops:
+            stop(loop)
+
+
 def run(
-    ttft_runs: int = 50, throughput_tokens: int = 100_000, streams: int = 200, tokens: int = 500
+    ttft_runs: int = 50,
+    throughput_tokens: int = 100_000,
+    streams: int = 200,
+    tokens: int = 500,
+    runs: int = 1,
+    loaded: bool = False,
 ) -> dict[str, Any]:
     secret = secrets.token_urlsafe(32)
     env = {"TIERWISE_RELAY_SECRET": secret}
@@ -59,8 +84,15 @@ def run(
         base = f"ws://127.0.0.1:{relay_port}"
         upstream = f"http://127.0.0.1:{stub_port}/v1"
         results["ttft"] = _ttft(base, upstream, secret.encode(), ttft_runs)
-        results["throughput"] = _load(base, secret, 1, throughput_tokens)
-        results["concurrent"] = _load(base, secret, streams, tokens)
+        results["throughput"] = _load(base, secret, 1, throughput_tokens, "one")
+        quiet = [_load(base, secret, streams, tokens, f"quiet{r}") for r in range(runs)]
+        results["concurrent"] = quiet[0]
+        results["concurrent_runs"] = quiet
+        if loaded:
+            with _busy_cores(BUSY_LOOPS):
+                results["loaded_runs"] = [
+                    _load(base, secret, streams, tokens, f"loaded{r}") for r in range(runs)
+                ]
     results["context"] = STREAM_TTFT_CONTEXT
     return results
 
@@ -126,11 +158,11 @@ def _ttft(base: str, upstream: str, secret: bytes, runs: int) -> dict[str, Any]:
     }
 
 
-def _load(base: str, secret: str, streams: int, tokens: int) -> dict[str, Any]:
+def _load(base: str, secret: str, streams: int, tokens: int, label: str) -> dict[str, Any]:
     """`streams` producers in a separate process, consumers here; every token is checked."""
     from tierwise.bench.relay_load import consume
 
-    channels = [f"bench-load-{streams}-{i:05d}" for i in range(streams)]
+    channels = [f"bench-{label}-{i:05d}" for i in range(streams)]
     command = [sys.executable, "-m", "tierwise.bench.relay_load", base, str(tokens), *channels]
 
     async def consume_all() -> list[Any]:
@@ -173,11 +205,28 @@ def format_results(results: dict[str, Any]) -> str:
         f"token came via the relay in {ttft['first_token_source']['relay']} of {ttft['runs']} runs",
         f"one stream through one relay process: {one['tokens_per_s']:,} tokens/s "
         f"({one['tokens_received']:,} tokens in {one['seconds']:.2f} s; target >= 20,000/s)",
-        f"{many['streams']} concurrent streams x {many['tokens_per_stream']} tokens: "
-        f"{many['tokens_per_s']:,} tokens/s; lost {many['lost']}, duplicated "
-        f"{many['duplicated']}, misrouted {many['misrouted']}, unfinished "
-        f"{many['unfinished_streams']}{' ' + str(many['errors']) if many['errors'] else ''}",
+        f"{many['streams']} concurrent streams x {many['tokens_per_stream']} tokens:",
+        *_load_lines("quiet ", results["concurrent_runs"]),
+        *_load_lines(f"loaded ({BUSY_LOOPS} busy loops)", results.get("loaded_runs") or []),
         "(producer, relay and consumer processes share this machine's cores)",
         results["context"],
     ]
     return "\n".join(lines)
+
+
+def _load_lines(mode: str, runs: list[dict[str, Any]]) -> list[str]:
+    """One line per run of the concurrent check, and a total when there are several."""
+    lines = [
+        f"  {mode} run {i}: {r['tokens_per_s']:,} tokens/s in {r['seconds']:.1f} s; lost "
+        f"{r['lost']}, duplicated {r['duplicated']}, misrouted {r['misrouted']}, unfinished "
+        f"{r['unfinished_streams']}{' ' + str(r['errors']) if r['errors'] else ''}"
+        for i, r in enumerate(runs, 1)
+    ]
+    if len(runs) > 1:
+        total = {k: sum(r[k] for r in runs) for k in ("lost", "duplicated", "unfinished_streams")}
+        lines.append(
+            f"  {mode} all {len(runs)} runs: lost {total['lost']}, duplicated "
+            f"{total['duplicated']}, unfinished {total['unfinished_streams']} of "
+            f"{len(runs) * runs[0]['streams']} streams"
+        )
+    return lines

@@ -8,6 +8,7 @@ consumers that check every stream for lost, duplicated or reordered tokens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from relay import protocol
 
@@ -45,10 +47,13 @@ async def produce(base: str, secret: bytes, channel: str, count: int) -> None:
 
 
 async def _heartbeat(ws: Any, every_s: float) -> None:
-    """As the worker does: prove liveness while waiting for a turn on a busy machine."""
-    while True:
-        await asyncio.sleep(every_s)
-        await ws.send('{"type":"heartbeat"}')
+    """As the worker and the proxy's consumer do: prove liveness while waiting for a turn on
+    a busy machine (a consumer that only acks goes quiet for longer than the relay's idle
+    limit once 200 streams share two cores)."""
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await asyncio.sleep(every_s)
+            await ws.send('{"type":"heartbeat"}')
 
 
 @dataclass
@@ -69,6 +74,7 @@ async def consume(base: str, secret: bytes, channel: str, count: int) -> Checked
     async with connect(url, additional_headers=_headers(secret, channel, "consume")) as ws:
         hello = json.loads(await ws.recv())
         ack_every = int(hello["ack_every"])
+        beat = asyncio.create_task(_heartbeat(ws, float(hello["heartbeat_s"])))
         async for raw in ws:
             message: dict[str, Any] = json.loads(raw)
             seq = message["seq"]
@@ -85,6 +91,7 @@ async def consume(base: str, secret: bytes, channel: str, count: int) -> Checked
                 checked.misrouted += 1
             if checked.tokens % ack_every == 0:
                 await ws.send(json.dumps({"type": "ack", "seq": seq}))
+        beat.cancel()
     checked.lost = count - len(seen & set(range(1, count + 1)))
     return checked
 
