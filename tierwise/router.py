@@ -13,6 +13,7 @@ from tierwise.rules import RoutingError, RoutingState, Signals, build_chain, con
 from tierwise.scoring.base import Scorer
 from tierwise.scoring.cascade import Judge
 from tierwise.scoring.factory import build_scorer
+from tierwise.signals.shared import signals_for
 from tierwise.signals.vram import NvmlMonitor
 from tierwise.summarize import (
     ContextFitter,
@@ -43,7 +44,7 @@ class TierRouter:
         """`judge`: an adapter's LLM judge for the cascade scorer (see scoring/cascade.py)."""
         self.config = config or load_config()
         self.scorer = scorer or build_scorer(self.config, judge=judge)
-        self.signals = signals or Signals()
+        self.signals = signals or signals_for(self.config)
         self.chain = build_chain(self.config)
         # The adapter's summarizer (e.g. the local tier's model, called through the host);
         # prepare() falls back to leaving old turns out with a notice when there is none.

@@ -75,16 +75,21 @@ class HealthTracker:
 
     def cooling_down(self, tier: str, caller: str | None = None) -> float:
         """Seconds of cool-down left for `caller` (0 when the tier may be used)."""
+        return max(self.shared_left(tier), self.own_left(tier, caller))
+
+    def shared_left(self, tier: str) -> float:
+        """Seconds left on the breaker every caller sees."""
         with self._lock:
-            until = 0.0
             state = self._state.get(tier)
-            if state is not None:
-                until = state.cooldown_until
-            if caller is not None:
-                own = self._own.get((tier, caller))
-                if own is not None:
-                    until = max(until, own.cooldown_until)
-            return max(0.0, until - self._clock())
+            return max(0.0, state.cooldown_until - self._clock()) if state else 0.0
+
+    def own_left(self, tier: str, caller: str | None) -> float:
+        """Seconds left on `caller`'s own breaker."""
+        if caller is None:
+            return 0.0
+        with self._lock:
+            own = self._own.get((tier, caller))
+            return max(0.0, own.cooldown_until - self._clock()) if own else 0.0
 
     def last_error(self, tier: str) -> str:
         with self._lock:
