@@ -74,7 +74,8 @@ class Rule(Protocol):
 
 
 class CapabilityRule:
-    """Images need a vision tier; tool definitions need a tool-capable tier."""
+    """Images need a vision tier, tool definitions a tools tier, response_format JSON a json
+    tier (one that honours json_object / json_schema)."""
 
     name = "capability"
 
@@ -84,6 +85,8 @@ class CapabilityRule:
             needs.append("vision")
         if state.request.tools:
             needs.append("tools")
+        if state.request.wants_json:
+            needs.append("json")
         for need in needs:
             able = [t for t in state.candidates if need in t.capabilities]
             if not able:
