@@ -16,20 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import Service, Stub, start_litellm, start_redis, start_stub
-from tests.test_litellm_proxy import AUTH, answer, chat, proxy_config
+from tests.servers import Service, Stub, start_litellm, start_redis
+from tests.test_litellm_proxy import AUTH, answer, chat, proxy_config, tiers
 
 EASY = "What is 2+2?"
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def tiers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Stub]]:
-    log_dir = tmp_path_factory.mktemp("stubs")
-    stubs = {name: start_stub(name, log_dir) for name in ("local", "hpc", "cloud")}
-    yield stubs
-    for stub in stubs.values():
-        stub.stop()
+__all__ = ["tiers"]  # the stand-in upstreams fixture, shared with test_litellm_proxy
 
 
 @pytest.fixture
