@@ -15,11 +15,13 @@ from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from litellm_plugin.headers import header_value
 from litellm_plugin.metrics import MetricsPoller, ReplicaLoad, Target, least_loaded
 from litellm_plugin.settings import METRICS_KEY, TIER_KEY, PluginSetup
 from litellm_plugin.steps import Step, load_steps
 from tierwise.cache import SemanticCache, cache_encoder
 from tierwise.decision import Decision
+from tierwise.faults import Fault
 from tierwise.request import ChatRequest, Scope
 from tierwise.router import TierRouter
 from tierwise.scoring.base import Scorer
@@ -28,9 +30,14 @@ from tierwise.telemetry import Telemetry
 log = logging.getLogger("tierwise.litellm")
 
 RECORD_KEY = "tierwise"
-HEADER_MAX = 240
-# Errors that say the tier is unwell (not that the request was bad): count them for health.
-SERVER_SIDE = frozenset({408, 429})
+# The endpoint a client called, by LiteLLM's call type, for the refusal message.
+ENDPOINTS = {
+    "atext_completion": "POST /v1/completions (text completion, e.g. Continue's autocomplete)",
+    "text_completion": "POST /v1/completions (text completion, e.g. Continue's autocomplete)",
+    "aembedding": "POST /v1/embeddings",
+    "embedding": "POST /v1/embeddings",
+    "aresponses": "POST /v1/responses",
+}
 
 
 MEMOS_KEPT = 4096  # requests in flight whose memo the cache backend may ask for
@@ -63,6 +70,7 @@ class Engine:
         # request.memo (e.g. the question's embedding) by litellm_call_id, so the cache
         # backend, which LiteLLM calls with its own kwargs, reuses what deciding computed.
         self._memos: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._warm: set[str] = set()  # deployments called at least once by this process
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -167,7 +175,9 @@ class Engine:
         )
 
     @staticmethod
-    def record_of(decision: Decision, fail_open: bool = False) -> dict[str, Any]:
+    def record_of(
+        decision: Decision, fail_open: bool = False, caller: str | None = None
+    ) -> dict[str, Any]:
         """The JSON dict stored in the request's metadata (and so in the spend logs)."""
         record = decision.as_dict()
         record.pop("models", None)
@@ -176,6 +186,7 @@ class Engine:
         record["reason"] = "; ".join(decision.reasons) or "default"
         record["fail_open"] = fail_open
         record["attempts"] = []  # tiers handed to LiteLLM, in order; the last one served
+        record["caller"] = caller  # faults.caller_of(scope): a hash, for the health breaker
         return record
 
     def attach(self, metadata: dict[str, Any], record: dict[str, Any]) -> None:
@@ -211,6 +222,11 @@ class Engine:
             if metadata is not None:
                 self.attach(metadata, record)
         failed = failed_deployment_ids(metadata)
+        if record.get("fault") and record["attempts"]:
+            # A request fault: every tier would refuse it too. Retry where it failed (it
+            # never left the proxy), so LiteLLM's retries walk no dearer tier.
+            again = [d for d in healthy if deployment_id(d) in failed]
+            return again or list(healthy)
         by_tier: dict[str, list[dict[str, Any]]] = {}
         for deployment in healthy:
             tier = tier_of(deployment)
@@ -245,31 +261,58 @@ class Engine:
 
     # -- outcomes --------------------------------------------------------------------------
 
-    def observe_success(self, tier: str, ttft_ms: float) -> None:
-        self.router.record(tier, ok=True, ttft_ms=ttft_ms)
+    def observe_success(
+        self, tier: str, ttft_ms: float | None, caller: str | None = None, deployment: str = ""
+    ) -> None:
+        """A served attempt. A deployment's first call in this process is not timed: LiteLLM
+        builds its HTTP client then (measured: about 2 s on a loaded 2-core machine), which
+        is the proxy warming up, not the tier being slow."""
+        with self._stats_lock:
+            first = deployment not in self._warm
+            self._warm.add(deployment)
+        self.router.record(tier, ok=True, ttft_ms=None if first else ttft_ms, caller=caller)
 
-    def observe_failure(self, tier: str, status: int | None, error: str) -> None:
-        """Count a failed attempt against its tier's health, unless the request was at fault."""
-        if status is not None and status < 500 and status not in SERVER_SIDE:
-            return
-        self.router.record(tier, ok=False, error=error)
+    def observe_failure(
+        self, tier: str, fault: Fault, error: str, caller: str | None = None
+    ) -> None:
+        """Feed a failed attempt to the core, which counts tier faults only."""
+        self.router.record(tier, ok=False, error=error, fault=fault, caller=caller)
 
-    def headers(self, record: Mapping[str, Any], served_tier: str | None) -> dict[str, str]:
+    def unsupported_endpoint(self, call_type: str) -> str:
+        """Why `auto` refuses a non-chat call, and what to send instead."""
+        endpoint = ENDPOINTS.get(call_type, call_type)
+        group = self.settings.model_group
+        return (
+            f"model {group!r} routes chat completions only (POST /v1/chat/completions); "
+            f"{endpoint} is not routed by complexity. Name one of the deployments' own models "
+            f"for it instead of {group!r} (e.g. a local model for autocomplete or embeddings)"
+        )
+
+    def headers(
+        self, record: Mapping[str, Any], served_tier: str | None, failed: bool = False
+    ) -> dict[str, str]:
+        """x-tierwise-* for a response; every value is header-safe (litellm_plugin/headers.py)."""
         decided = str(record.get("tier"))
-        served = served_tier or (record.get("attempts") or [decided])[-1]
+        tried = record.get("attempts") or [decided]
+        served = served_tier or tried[-1]
         reason = str(record.get("reason") or "")
-        if served != decided:
+        if failed:
+            fault = "request refused" if record.get("fault") else "every tier tried failed"
+            reason = f"failed ({fault}; tried {', '.join(tried)}); {reason}"
+        elif served != decided:
             reason = f"fallback: {decided} failed, served by {served}; {reason}"
         score = record.get("score")
         headers = {
-            "x-tierwise-tier": _header(str(served)),
+            "x-tierwise-tier": header_value(str(served)),
             "x-tierwise-score": "n/a" if score is None else f"{float(score):.4f}",
-            "x-tierwise-reason": _header(reason),
+            "x-tierwise-reason": header_value(reason),
         }
         hit = record.get("cache")
         if isinstance(hit, Mapping):
             kind = "exact" if hit.get("exact") else f"similar {hit.get('similarity')}"
-            headers["x-tierwise-cache"] = f"hit ({kind}; answered by {hit.get('answered_by')})"
+            headers["x-tierwise-cache"] = header_value(
+                f"hit ({kind}; answered by {hit.get('answered_by')})"
+            )
         return headers
 
     # -- helpers ---------------------------------------------------------------------------
@@ -319,9 +362,3 @@ def deployment_id(deployment: Mapping[str, Any]) -> str:
 
 def _str(value: object) -> str | None:
     return str(value) if value not in (None, "") else None
-
-
-def _header(value: str) -> str:
-    """Header-safe: printable ASCII, one line, bounded length."""
-    clean = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in value)
-    return clean[:HEADER_MAX]

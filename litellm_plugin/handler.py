@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from datetime import datetime
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 
+from litellm_plugin import attempts
 from litellm_plugin import cache as answer_cache
 from litellm_plugin.context import is_internal
 from litellm_plugin.engine import (
@@ -33,8 +34,10 @@ from litellm_plugin.engine import (
     record_in,
     tier_of,
 )
+from litellm_plugin.loop_lag import LoopLag
 from litellm_plugin.settings import TIER_KEY, setup_from_proxy_config
 from litellm_plugin.steps import Attempt, ProxyCall
+from tierwise.faults import Fault, caller_of
 from tierwise.request import RequestError
 from tierwise.rules import RoutingError
 
@@ -49,6 +52,7 @@ class TierwiseHandler(CustomLogger):
     def __init__(self, engine: Engine) -> None:
         super().__init__()
         self.engine = engine
+        self.lag = LoopLag()
 
     @classmethod
     def from_proxy_config(cls, proxy_config: dict[str, Any], where: str) -> TierwiseHandler:
@@ -65,8 +69,14 @@ class TierwiseHandler(CustomLogger):
         self, user_api_key_dict: Any, cache: Any, data: dict, call_type: Any
     ) -> dict | None:
         engine = self.engine
-        if not engine.is_ours(data.get("model")) or call_type not in CHAT_CALL_TYPES:
+        if not engine.is_ours(data.get("model")):
             return None
+        self.lag.ensure_running()
+        if call_type not in CHAT_CALL_TYPES:
+            raise HTTPException(
+                status_code=400,
+                detail={"error": f"tierwise: {engine.unsupported_endpoint(str(call_type))}"},
+            )
         metadata = metadata_of(data)
         if metadata is None:
             metadata = data["metadata"] = {}
@@ -90,7 +100,7 @@ class TierwiseHandler(CustomLogger):
             decision, fail_open = engine.fail_open(exc, "pre-call"), True
         call.decision = decision
         await self._run_steps("after_route", call)
-        record = engine.record_of(decision, fail_open=fail_open)
+        record = engine.record_of(decision, fail_open=fail_open, caller=caller_of(request.scope))
         engine.attach(metadata, record)
         if engine.cache is not None:
             answer_cache.install(engine, engine.cache)
@@ -118,9 +128,11 @@ class TierwiseHandler(CustomLogger):
     async def async_pre_call_deployment_hook(
         self, kwargs: dict[str, Any], call_type: Any
     ) -> dict | None:
+        record = record_in(metadata_of(kwargs))
+        if record is not None:
+            attempts.start(kwargs)
         if not self.engine.steps:
             return None
-        record = record_in(metadata_of(kwargs))
         info = kwargs.get("model_info") or (metadata_of(kwargs) or {}).get("model_info") or {}
         tier_name = info.get(TIER_KEY) if isinstance(info, dict) else None
         if record is None or not isinstance(tier_name, str):
@@ -137,7 +149,27 @@ class TierwiseHandler(CustomLogger):
                 self.engine.fail_open(exc, f"step {step.name}.before_attempt")
         return kwargs
 
+    def log_pre_api_call(self, model: Any, messages: Any, kwargs: dict) -> None:
+        """LiteLLM hands the request to the provider now: the attempt counts as sent."""
+        try:
+            params = kwargs.get("litellm_params") or {}
+            if record_in(params.get("metadata")) is not None:
+                attempts.mark_sent(kwargs, self.lag.total_ms())
+        except Exception:
+            log.exception("tierwise: marking an attempt as sent failed (ignored)")
+
     # -- after the call --------------------------------------------------------------------
+
+    async def async_post_call_streaming_iterator_hook(
+        self, user_api_key_dict: Any, response: Any, request_data: dict
+    ) -> AsyncGenerator[Any, None]:
+        """Pass the stream through, noting the loop lag when its first chunk was read."""
+        ours = record_in(metadata_of(request_data)) is not None
+        async for item in response:
+            if ours:
+                attempts.mark_first(request_data, self.lag.total_ms())
+                ours = False
+            yield item
 
     async def async_post_call_response_headers_hook(
         self,
@@ -150,9 +182,9 @@ class TierwiseHandler(CustomLogger):
         record = record_in(metadata_of(data))
         if record is None:
             return None
-        served = None
-        if response is not None and litellm_call_info:
-            served = (litellm_call_info.get("model_info") or {}).get(TIER_KEY)
+        if response is None:  # the request failed: no tier served it
+            return self.engine.headers(record, None, failed=True)
+        served = (litellm_call_info or {}).get("model_info", {}).get(TIER_KEY)
         return self.engine.headers(record, served if isinstance(served, str) else None)
 
     async def async_log_success_event(
@@ -170,17 +202,18 @@ class TierwiseHandler(CustomLogger):
                 return
             payload = kwargs.get("standard_logging_object") or {}
             cache_hit = bool(payload.get("cache_hit") or kwargs.get("cache_hit"))
-            first = kwargs.get("completion_start_time") if kwargs.get("stream") else None
-            ttft_ms = _ms_between(start_time, first or end_time)
-            if ttft_ms is not None and not cache_hit:  # a replay says nothing of the tier
-                self.engine.observe_success(tier, ttft_ms)
+            ttft_ms = attempts.ttft_ms(kwargs, start_time, end_time, self.lag.total_ms())
+            caller = (record_in(metadata) or {}).get("caller")
+            if not cache_hit:  # a replay says nothing of the tier
+                deployment = str((params.get("model_info") or {}).get("id") or tier)
+                self.engine.observe_success(tier, ttft_ms, caller, deployment)
             usage = payload.get("total_tokens") is not None
             self.engine.log_request(
                 metadata,
                 tier=tier,
                 model=str(kwargs.get("model") or ""),
                 ok=True,
-                latency_ms=_ms_between(start_time, end_time),
+                latency_ms=attempts.ms_between(start_time, end_time),
                 ttft_ms=ttft_ms,
                 tokens_in=payload.get("prompt_tokens") if usage else None,
                 tokens_out=int(payload.get("completion_tokens") or 0),
@@ -197,12 +230,21 @@ class TierwiseHandler(CustomLogger):
         user_api_key_dict: Any,
         traceback_str: str | None = None,
     ) -> Any:
-        """The request failed for good (every attempt): one failed row in the decision log."""
+        """The request failed for good: one failed row in the decision log, and a request
+        fault goes back to its caller as the 4xx it is (LiteLLM would say 500)."""
         try:
             metadata = metadata_of(request_data) or {}
-            if self.engine.is_ours(request_data.get("model")) and record_in(metadata):
-                error = f"{type(original_exception).__name__}: {original_exception}"[:300]
-                self.engine.log_request(metadata, tier=None, ok=False, error=error)
+            record = record_in(metadata)
+            if not self.engine.is_ours(request_data.get("model")) or record is None:
+                return None
+            error = f"{type(original_exception).__name__}: {original_exception}"[:300]
+            self.engine.log_request(metadata, tier=None, ok=False, error=error)
+            fault = record.get("fault")
+            if isinstance(fault, dict):
+                return HTTPException(
+                    status_code=int(fault["status"]),
+                    detail={"error": f"tierwise: request refused: {fault['error']}"},
+                )
         except Exception:
             log.exception("tierwise: recording a failed request failed (ignored)")
         return None
@@ -219,12 +261,16 @@ class TierwiseHandler(CustomLogger):
             if not self.engine.is_ours(metadata.get("model_group")):
                 return
             tier = (metadata.get("model_info") or {}).get(TIER_KEY)
-            if isinstance(tier, str):
-                status = getattr(exception, "status_code", None)
-                error = f"{type(exception).__name__}: {exception}"[:200]
-                self.engine.observe_failure(
-                    tier, status if isinstance(status, int) else None, error
-                )
+            record = record_in(metadata)
+            if not isinstance(tier, str) or record is None:
+                return
+            verdict = attempts.judge(request_data, exception)
+            if verdict.fault is Fault.REQUEST:
+                # Remembered on the request: no fallback walk, and the caller's 4xx.
+                record["fault"] = {"status": verdict.status, "error": verdict.error[:500]}
+                attempts.spare_from_cooldown(request_data)
+            error = f"{type(exception).__name__}: {verdict.error}"[:200]
+            self.engine.observe_failure(tier, verdict.fault, error, record.get("caller"))
         except Exception:
             log.exception("tierwise: recording a failure failed (ignored)")
 
@@ -261,14 +307,6 @@ def _router_num_retries() -> int:
         return 0
     value = getattr(proxy_server.llm_router, "num_retries", 0)
     return value if isinstance(value, int) else 0
-
-
-def _ms_between(start: Any, end: Any) -> float | None:
-    if isinstance(start, datetime) and isinstance(end, datetime):
-        return max(0.0, (end - start).total_seconds() * 1000)
-    if isinstance(start, int | float) and isinstance(end, int | float):
-        return max(0.0, (end - start) * 1000)
-    return None
 
 
 _handler: TierwiseHandler | None = None

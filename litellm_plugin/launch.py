@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,3 +124,27 @@ def start_proxy(
         child.stop()
         raise
     return child
+
+
+def start_redis(log_dir: Path, timeout_s: float = 20) -> Child:
+    """A redis-server (scripts/system-deps.sh installs it) on a free loopback port,
+    persistence off; its url is redis://... . LaunchError when it does not answer PING."""
+    server = shutil.which("redis-server")
+    if server is None:
+        raise LaunchError("redis-server is not installed (scripts/system-deps.sh installs it)")
+    port = free_port()
+    command = [server, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no"]
+    child = spawn("redis", command, f"redis://{LOOPBACK}:{port}/0", log_dir / "redis.log")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if child.process.poll() is not None:
+            break
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return child
+        except OSError:
+            time.sleep(0.1)
+    child.stop()
+    raise LaunchError(f"redis-server did not answer PING; its log ends with:\n{child.log_tail()}")

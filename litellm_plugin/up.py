@@ -21,6 +21,7 @@ import json
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -30,8 +31,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
+import yaml
 
 from litellm_plugin.launch import Child, LaunchError, standin_deployment, start_proxy, start_standin
+from litellm_plugin.settings import SECTION, setup_from_proxy_config
+from tierwise.config import ConfigError
 
 TIERS = ("local", "hpc", "cloud")
 
@@ -92,7 +96,10 @@ def plan_tiers(env: Mapping[str, str]) -> list[TierPlan]:
 FREE: dict[str, float] = {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0}
 
 
-def proxy_config(plans: list[TierPlan], master_key: str) -> dict[str, Any]:
+def proxy_config(
+    plans: list[TierPlan], master_key: str, section: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The proxy's config.yaml; `section` is the `tierwise:` section (cache, telemetry, ...)."""
     model_list = []
     for plan in plans:
         info: dict[str, Any] = {"tierwise_tier": plan.tier}
@@ -106,11 +113,44 @@ def proxy_config(plans: list[TierPlan], master_key: str) -> dict[str, Any]:
         settings["custom_provider_map"] = [
             {"provider": "hpc", "custom_handler": "relay.provider.hpc_provider"}
         ]
-    return {
+    config: dict[str, Any] = {
         "model_list": model_list,
         "litellm_settings": settings,
         "general_settings": {"master_key": master_key},
     }
+    if section:
+        config["tierwise"] = dict(section)
+    return config
+
+
+def tierwise_section(path: Path) -> dict[str, Any]:
+    """The `tierwise:` section of a LiteLLM config, or a whole tierwise config file (its tiers'
+    `models` dropped: `up` takes them from its own deployments). ConfigError names the file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read it as YAML: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of settings")
+    section = data.get(SECTION, data)
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"{path}: '{SECTION}' must be a mapping of settings")
+    section = dict(section)
+    if isinstance(section.get("tiers"), list):
+        section["tiers"] = [
+            {k: v for k, v in t.items() if k != "models"} if isinstance(t, Mapping) else t
+            for t in section["tiers"]
+        ]
+    return section
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether something already listens on host:port (then the proxy could not bind, and
+    requests would reach that other server)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        target = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        return probe.connect_ex((target, port)) == 0
 
 
 SMOKE_REQUESTS: tuple[tuple[str, Any, bool], ...] = (
@@ -177,10 +217,28 @@ def _reply_text(response: httpx.Response) -> str:
 
 
 def run(
-    port: int, host: str, run_smoke: bool, env: Mapping[str, str], out: TextIO = sys.stdout
+    port: int,
+    host: str,
+    run_smoke: bool,
+    env: Mapping[str, str],
+    out: TextIO = sys.stdout,
+    config_path: Path | None = None,
 ) -> int:
     """Start stand-ins and the proxy; serve until interrupted, or run the smoke test."""
+    if port_taken(host, port):
+        out.write(
+            f"tierwise up: port {port} on {host} is already in use (another server?); "
+            f"choose a free one with --port, e.g. --port {port + 1}\n"
+        )
+        return 2
     plans = plan_tiers(env)
+    try:
+        section = tierwise_section(config_path) if config_path else None
+        if section is not None:  # check it now, before anything starts
+            setup_from_proxy_config(proxy_config(plans, "check", section), str(config_path))
+    except ConfigError as exc:
+        out.write(f"tierwise up: {exc}\n")
+        return 2
     key = env.get("LITELLM_MASTER_KEY") or f"sk-tierwise-{secrets.token_hex(12)}"
     children: list[Child] = []
     workdir = Path(tempfile.mkdtemp(prefix="tierwise-up-"))
@@ -197,7 +255,11 @@ def run(
         out.write(f"starting the LiteLLM proxy on {host}:{port} (logs in {workdir}) ...\n")
         out.flush()
         proxy = start_proxy(
-            proxy_config(plans, key), workdir, port=port, host=host, env={"LITELLM_MASTER_KEY": key}
+            proxy_config(plans, key, section),
+            workdir,
+            port=port,
+            host=host,
+            env={"LITELLM_MASTER_KEY": key},
         )
         children.append(proxy)
         url = f"http://{host if host != '0.0.0.0' else '127.0.0.1'}:{port}"

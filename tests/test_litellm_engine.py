@@ -95,6 +95,6 @@ def test_headers_are_ascii_and_say_when_a_fallback_served() -> None:
     assert headers == {
         "x-tierwise-tier": "cloud",
         "x-tierwise-score": "0.1235",
-        "x-tierwise-reason": "fallback: local failed, served by cloud; complexity: ? high?next",
+        "x-tierwise-reason": "fallback: local failed, served by cloud; complexity: high next",
     }
     assert e.headers({**record, "score": None}, "local")["x-tierwise-score"] == "n/a"

@@ -345,3 +345,14 @@ def test_core_imports_no_host() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("kind", ["json_object", "json_schema"])
+def test_json_response_format_needs_a_json_tier(kind: str) -> None:
+    config = three_tiers()
+    config["tiers"][2]["capabilities"] = ["tools", "json"]
+    r = router(config, score=0.0)
+    decision = r.decide(user(EASY, response_format={"type": kind}))
+    assert decision.tier == "cloud"
+    assert any("capability: json needed" in reason for reason in decision.reasons)
+    assert r.decide(user(EASY, response_format={"type": "text"})).tier == "local"

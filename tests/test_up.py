@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from litellm_plugin.up import plan_tiers, proxy_config
+from litellm_plugin.up import plan_tiers, proxy_config, tierwise_section
 from relay.provider import HpcSettings
 from tests.servers import free_port
 
@@ -69,3 +70,60 @@ def test_up_smoke_starts_routes_and_exits_zero() -> None:
     assert rows["easy"][2] == "local" and rows["hard"][2] == "cloud"
     assert rows["medium"][2] == "hpc" and rows["image"][2] == "cloud"
     assert "[local stand-in]" in out
+
+
+def run_up(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OLLAMA_API_BASE", "TIERWISE_HPC_API_BASE", "OPENROUTER_API_KEY")
+    }
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("tierwise")), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_up_refuses_a_busy_port_and_names_the_fix() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = run_up("up", "--smoke", "--port", str(port), timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"port {port} on 127.0.0.1 is already in use" in done.stdout
+    assert "--port" in done.stdout and "requests served" not in done.stdout
+
+
+def test_up_checks_the_config_files_section_before_starting(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tierwise:\n  cache: {enabled: maybe}\n")
+    done = run_up("--config", str(bad), "up", "--smoke", "--port", str(free_port()), timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "cache.enabled" in done.stdout and "starting the LiteLLM proxy" not in done.stdout
+
+
+def test_config_section_reaches_the_proxy_config(tmp_path: Path) -> None:
+    path = tmp_path / "tierwise.yaml"
+    path.write_text("tiers:\n  - {name: local, models: [x], order: 0}\ntelemetry: {log: true}\n")
+    section = tierwise_section(path)
+    assert section["tiers"] == [{"name": "local", "order": 0}]  # models come from `up`
+    config = proxy_config(plan_tiers({}), "sk-x", section)
+    assert config["tierwise"]["telemetry"] == {"log": True}
+
+
+def test_up_with_a_config_file_routes_by_its_tiers(tmp_path: Path) -> None:
+    path = tmp_path / "litellm.yaml"
+    path.write_text(  # every tier's threshold raised: all text stays local
+        "tierwise:\n  tiers:\n    - {name: hpc, min_score: 0.98}\n"
+        "    - {name: cloud, min_score: 0.99}\n"
+    )
+    done = run_up("--config", str(path), "up", "--smoke", "--port", str(free_port()))
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines() if " 200 " in line}
+    assert rows["hard"][2] == "local" and rows["medium"][2] == "local"

@@ -171,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--json", type=Path, help="write the figures here too")
     proxy.set_defaults(handler=cmd_bench_proxy)
 
+    hostile = bench_sub.add_parser(
+        "hostile",
+        help="hostile requests interleaved with another user's: who stays on local, drops, "
+        "added p50 (Redis signals on and off)",
+    )
+    hostile.add_argument("--hostile", type=int, default=100, help="hostile requests per proxy")
+    hostile.add_argument("--normal", type=int, default=100, help="normal requests per proxy")
+    hostile.add_argument("--json", type=Path, help="write the figures here too")
+    hostile.set_defaults(handler=cmd_bench_hostile)
+
     bench_cache = bench_sub.add_parser(
         "cache", help="cache lookup p50/p99 at 1k/10k/100k entries, insert rate, memory"
     )
@@ -598,7 +608,8 @@ def cmd_openwebui_install(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from litellm_plugin import up
 
-    return up.run(args.port, args.host, args.smoke, os.environ)
+    config = Path(args.config) if args.config else None
+    return up.run(args.port, args.host, args.smoke, os.environ, config_path=config)
 
 
 def cmd_bench_proxy(args: argparse.Namespace) -> int:
@@ -608,6 +619,16 @@ def cmd_bench_proxy(args: argparse.Namespace) -> int:
         args.config, requests=args.requests, concurrency=args.concurrency, burst=args.burst
     )
     print(proxy.format_results(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def cmd_bench_hostile(args: argparse.Namespace) -> int:
+    from tierwise.bench import hostile
+
+    results = hostile.run(hostile=args.hostile, normal=args.normal)
+    print(hostile.format_results(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -335,6 +335,11 @@ class TierwiseConfig(StrictModel):
     encoder: EncoderConfig = EncoderConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     summarize: SummarizeConfig = SummarizeConfig()
+    redis_url: str | None = Field(
+        None,
+        description="share health, SLA EMA and probe counters with every worker and replica "
+        "through this Redis (e.g. the one LiteLLM uses); unset: state is per process",
+    )
 
     @model_validator(mode="after")
     def _consistent_tiers(self) -> TierwiseConfig:

@@ -137,6 +137,12 @@ class ChatRequest:
         return any(m.images for m in self.messages)
 
     @property
+    def wants_json(self) -> bool:
+        """response_format asks for JSON (json_object or json_schema): a `json` tier's job."""
+        fmt = self.raw.get("response_format") if isinstance(self.raw, Mapping) else None
+        return isinstance(fmt, Mapping) and fmt.get("type") in ("json_object", "json_schema")
+
+    @property
     def has_tools(self) -> bool:
         return bool(self.tools) or any(m.tool_calls or m.role == "tool" for m in self.messages)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tierwise.config import ConfigError, TierConfig, TierwiseConfig
+from tierwise.faults import caller_of
 from tierwise.request import ChatRequest
 from tierwise.scoring.base import Score
 from tierwise.signals.health import HealthTracker
@@ -73,7 +74,8 @@ class Rule(Protocol):
 
 
 class CapabilityRule:
-    """Images need a vision tier; tool definitions need a tool-capable tier."""
+    """Images need a vision tier, tool definitions a tools tier, response_format JSON a json
+    tier (one that honours json_object / json_schema)."""
 
     name = "capability"
 
@@ -83,6 +85,8 @@ class CapabilityRule:
             needs.append("vision")
         if state.request.tools:
             needs.append("tools")
+        if state.request.wants_json:
+            needs.append("json")
         for need in needs:
             able = [t for t in state.candidates if need in t.capabilities]
             if not able:
@@ -281,13 +285,14 @@ class SlaRule:
 
 
 class HealthRule:
-    """Skip a tier that failed repeatedly until its cool-down ends."""
+    """Skip a tier that failed repeatedly (for everyone, or for this caller) until it cools down."""
 
     name = "health"
 
     def apply(self, state: RoutingState) -> None:
+        caller = caller_of(state.request.scope)
         for tier in list(state.candidates):
-            left = state.signals.health.cooling_down(tier.name)
+            left = state.signals.health.cooling_down(tier.name, caller)
             if left > 0:
                 error = state.signals.health.last_error(tier.name)
                 detail = f" (last error: {error})" if error else ""

@@ -33,6 +33,7 @@ class StubState:
         self.ttft_ms = 0.0
         self.token_delay_ms = 0.0
         self.fail_status = 0  # non-zero: answer every chat request with this HTTP status
+        self.fail_message = ""  # the error message of those answers (default: says who failed)
         self.fail_after_tokens = -1  # >= 0: drop the stream after this many tokens
         self.kv_cache_usage = 0.1
         self.waiting = 0
@@ -152,9 +153,8 @@ class Handler(JsonHandler):
         if ttft:
             time.sleep(ttft / 1000)
         if fail:
-            self._json(
-                fail, {"error": {"message": f"{state.name} failing on purpose", "type": "stub"}}
-            )
+            error = state.fail_message or f"{state.name} failing on purpose"
+            self._json(fail, {"error": {"message": error, "type": "stub"}})
             return
         text = state.reply if state.reply is not None else f"[{state.name}] {last_user_text(body)}"
         model = body.get("model") or state.models[0]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from litellm_plugin import launch
 from tierwise import processes
 from tierwise.processes import free_port
 
@@ -106,34 +105,8 @@ def start_stub(name: str, log_dir: Path, models: Sequence[str] = ()) -> Stub:
 
 def start_redis(log_dir: Path) -> Service:
     """A real redis-server (from scripts/system-deps.sh) on a free port, persistence off."""
-    port = free_port()
-    command = [
-        "redis-server",
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-    log = log_dir / "redis.log"
-    handle = log.open("wb")
-    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"redis-server exited: {log.read_text(errors='replace')[-2000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return Service(process, f"redis://127.0.0.1:{port}/0", log)
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise TimeoutError("redis-server did not answer PING within 20s")
+    child = launch.start_redis(log_dir)
+    return Service(child.process, child.url, child.log)
 
 
 MASTER_KEY = "sk-tierwise-test-0123456789abcdef"
