@@ -79,11 +79,13 @@ class Stack:
         }
 
 
-def install_cli(server: OpenWebUI, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `tierwise openwebui install` as a user would."""
+def install_cli(
+    server: OpenWebUI, *args: str, token: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `tierwise openwebui install` as a user would (the admin's JWT unless `token`)."""
     command = [sys.executable, "-m", "tierwise", "openwebui", "install", "--url", server.url]
     return subprocess.run(
-        [*command, "--token", server.admin_token, *args],
+        [*command, "--token", token or server.admin_token, *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -235,9 +237,11 @@ def test_user_without_cloud_access_is_not_escalated(owui: Stack) -> None:
     first = statuses[0]
     assert first.startswith(f"auto → {HPC} (hpc) · score ")
     assert "HIGH" in first and "-> cloud" in first
-    assert "your account may use up to hpc" in first
+    assert "cloud is not permitted for your account (you may use up to hpc)" in first
     assert message["statusHistory"][-1]["done"] is True
-    assert "first token" in statuses[-1]
+    # The line left shown: short, says the limit, never the same entry twice.
+    assert statuses[-1].startswith(f"{HPC} (hpc) · hard question, cloud not permitted · first")
+    assert len(statuses) == len(set(statuses))
 
 
 def test_status_shows_tier_score_and_reason(owui: Stack) -> None:
@@ -249,6 +253,9 @@ def test_status_shows_tier_score_and_reason(owui: Stack) -> None:
     first = message["statusHistory"][0]["description"]
     assert first.startswith(f"auto → {LOCAL} (local) · score 0.")
     assert "LOW" in first and "complexity:" in first and "-> local" in first
+    last = message["statusHistory"][-1]
+    assert last["done"] is True
+    assert last["description"].startswith(f"{LOCAL} (local) · easy question · first token ")
 
 
 def test_background_tasks_go_to_the_cheapest_tier(owui: Stack) -> None:
@@ -285,6 +292,51 @@ def test_unknown_model_in_mapping_is_refused_when_saved(owui: Stack) -> None:
     done = install_cli(owui.server, "--tier-models", f"local={LOCAL}; cloud=gpt-nope")
     assert done.returncode == 1
     assert "unknown model id 'gpt-nope'" in done.stderr and CLOUD in done.stderr
+
+
+def test_install_takes_an_admin_api_key_and_turns_builtin_tools_off(owui: Stack) -> None:
+    with owui.server.client() as admin:
+        key = admin.post("/api/v1/auths/api_key").json()["api_key"]
+        assert key.startswith("sk-")
+        config_path = owui.valves["config_path"]
+        done = install_cli(
+            owui.server,
+            "--tier-models",
+            TIER_MODELS,
+            "--valve",
+            f"config_path={config_path}",
+            token=key,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "updated function 'auto'" in done.stdout and "built-in tools: off" in done.stdout
+        auto = admin.get("/api/v1/models/model", params={"id": "auto"}).json()
+        assert auto["meta"]["capabilities"]["builtin_tools"] is False
+        # Open WebUI's own model list (what the chat middleware reads) has it too.
+        listed = {m["id"]: m for m in admin.get("/api/models").json()["data"]}
+        assert listed["auto"]["info"]["meta"]["capabilities"]["builtin_tools"] is False
+    with owui.server.client(owui.user_token) as uma:
+        key = uma.post("/api/v1/auths/api_key")
+    if key.status_code == 200:  # ordinary users may have keys when permitted
+        refused = install_cli(owui.server, token=key.json()["api_key"])
+        assert refused.returncode == 1 and "not an admin" in refused.stderr
+
+
+def test_a_refused_install_changes_nothing_and_prints_the_reason(owui: Stack) -> None:
+    with owui.server.client() as admin:
+        before = admin.get("/api/v1/functions/id/auto").json()
+        for args, reason in (
+            (("--thresholds", "hpc=0.9; cloud=0.5"), "lowest scores must rise"),
+            (("--tier-models", f"gpu={LOCAL}"), "unknown tier 'gpu'"),
+            (("--tier-models", f"local={LOCAL}; cloud=gpt-nope"), "unknown model id 'gpt-nope'"),
+        ):
+            done = install_cli(
+                owui.server, *args, "--valve", f"config_path={owui.valves['config_path']}"
+            )
+            assert done.returncode == 1 and reason in done.stderr, done.stderr
+        after = admin.get("/api/v1/functions/id/auto").json()
+        valves = admin.get("/api/v1/functions/id/auto/valves").json()
+    assert after["updated_at"] == before["updated_at"] and after["is_active"] is True
+    assert valves == owui.valves
 
 
 def test_failing_tier_falls_back_to_the_next_one_the_user_may_use(owui: Stack) -> None:
@@ -332,9 +384,10 @@ def test_paraphrase_is_served_from_the_cache(owui: Stack) -> None:
     assert again == first and streamed == first and message["content"] == first
     # Only the first question reached a model: the stand-in saw one request.
     assert owui.served() == {"local": 1, "hpc": 0, "cloud": 0}
-    status = message["statusHistory"][-1]["description"]
-    assert status.startswith(f"auto → cached answer from {LOCAL} (local) · similarity 0.9")
-    assert "LOW" in status and message["statusHistory"][-1]["done"] is True
+    (entry,) = message["statusHistory"]  # one entry for a cache hit, not two
+    status = entry["description"]
+    assert status.startswith(f"cached answer from {LOCAL} (local) · similarity 0.9")
+    assert "LOW" in status and entry["done"] is True
 
 
 def test_a_cached_answer_is_not_served_to_another_user(owui: Stack) -> None:
@@ -376,7 +429,7 @@ def test_a_long_chat_is_summarized_and_stays_on_the_local_tier(owui: Stack) -> N
     assert sent[-1] == {"role": "user", "content": EASY}
     assert len(sent) < len(body["messages"])
     statuses = [s["description"] for s in message["statusHistory"]]
-    assert any("· summarized " in s and "earlier messages for local" in s for s in statuses)
+    assert any(s.startswith("summarized ") and "earlier messages for local" in s for s in statuses)
     assert "summarize and stay on local" in statuses[0]
 
 

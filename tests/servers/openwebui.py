@@ -119,6 +119,7 @@ def start_openwebui(
         "WEBUI_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "WEBUI_SECRET_KEY": secrets.token_hex(16),
         "ENABLE_OPENAI_API": "true",
+        "ENABLE_API_KEYS": "true",  # off by default in 0.12; the installer takes an API key
         "OPENAI_API_BASE_URLS": ";".join(f"{s.url}/v1" for s in openai),
         "OPENAI_API_KEYS": ";".join(f"sk-test-{s.name}" for s in openai),
         "ENABLE_OLLAMA_API": "true" if ollama else "false",
