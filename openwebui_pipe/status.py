@@ -24,14 +24,15 @@ _TIER_TROUBLE = {"health": "{tier} is down", "sla": "{tier} is slow", "vram": "{
 
 
 def brief_reason(decision: Decision) -> str:
-    """Why this tier, in a few words: 'easy question', 'long chat', 'hpc is down', ..."""
+    """Why this tier, in a few words: 'easy question', 'long prompt (9000 tokens)', ..."""
     for reason in decision.reasons:
         rule, _, rest = reason.partition(":")
         if rule in _TIER_TROUBLE and rest.split():
             return _TIER_TROUBLE[rule].format(tier=rest.split()[0])
     rule, _, rest = decision.short_reason().partition(":")
     if rule == "context":
-        return "long chat"
+        tokens = f" ({decision.prompt_tokens} tokens)" if decision.prompt_tokens else ""
+        return f"long prompt{tokens}"
     if rule == "capability":
         return f"needs {rest.split()[0]}" if rest.split() else "needs a capability"
     band = decision.band.lower()

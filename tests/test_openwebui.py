@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from tests.servers import REPO, Service, Stub, start_stub
+from tests.servers.browser import browser_paths, chromium
 from tests.servers.openwebui import (
     CannotBuild,
     OpenWebUI,
@@ -455,6 +456,74 @@ def test_telemetry_rows_are_written_when_the_log_is_on(owui: Stack) -> None:
     assert fallback["fallback"] == 1 and fallback["ok"] == 1
     assert other["tier"] == "local" and other["ttft_ms"] is None  # not streamed
     assert other["scope"] != first["scope"]  # another user, hashed
+
+
+def test_a_browser_chat_goes_local_and_its_repeat_in_a_new_chat_is_a_cache_hit(
+    owui: Stack, tmp_path: Path
+) -> None:
+    """As people use it: Uma signs in with a real browser, picks `auto`, asks an easy
+    question, then asks it again in a new chat. The web UI attaches Open WebUI's built-in
+    tools unless `auto` has them off, which `tierwise openwebui install` does by default."""
+    if browser_paths() is None:
+        pytest.fail("chromium and chromedriver are missing: run scripts/system-deps.sh")
+    assert owui.save_valves(semantic_cache=True).status_code == 200
+    question = "What is the capital of Portugal?"
+    answer_text = f"[local] {question}"
+    with chromium(tmp_path / "profile") as driver:
+        sign_in(driver, owui.server.url, "uma@example.org", "uma-pass-123")
+        first = ask_in_new_chat(driver, owui.server.url, question, answer_text)
+        second = ask_in_new_chat(driver, owui.server.url, question, answer_text)
+        shot = tmp_path / "openwebui-browser.png"
+        driver.save_screenshot(str(shot))
+    print(f"\n[openwebui] browser screenshot: {shot}", file=sys.stderr)
+    # The local stand-in's own log: the question reached a model once, without tools.
+    asked = [
+        r["body"]
+        for r in ollama_requests(owui.local)
+        if r["body"]["messages"][-1].get("content") == question
+    ]
+    assert len(asked) == 1, asked
+    assert not asked[0].get("tools")
+    assert owui.served()["hpc"] == 0 and owui.served()["cloud"] == 0
+    # What the user reads above each reply (the collapsed status line).
+    assert f"{LOCAL} (local) · easy question · first token " in first
+    assert f"cached answer from {LOCAL} (local) · exact repeat · first token " in second
+
+
+def sign_in(driver: Any, url: str, email: str, password: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{url}/auth")
+    wait_for(driver, lambda d: d.find_elements(By.ID, "email"))
+    driver.find_element(By.ID, "email").send_keys(email)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for(driver, lambda d: d.find_elements(By.ID, "chat-input"))
+
+
+def ask_in_new_chat(driver: Any, url: str, question: str, answer_text: str) -> str:
+    """Open a new chat with `auto` picked, send the question, wait for the answer and its
+    finished status; returns the page's text."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver.get(f"{url}/?models=auto")  # the web UI's own link to a new chat with a model
+    box = wait_for(driver, lambda d: d.find_elements(By.ID, "chat-input"))[0]
+    box.click()
+    box.send_keys(question)
+    box.send_keys(Keys.ENTER)
+
+    def finished(d: Any) -> str | None:
+        text = str(d.find_element(By.TAG_NAME, "body").text)
+        return text if answer_text in text and "first token" in text else None
+
+    return str(wait_for(driver, finished))
+
+
+def wait_for(driver: Any, condition: Any, timeout_s: float = 180) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.25).until(condition)
 
 
 def long_history(turns: int = 12) -> list[dict[str, str]]:

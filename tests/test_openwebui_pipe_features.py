@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -485,7 +486,9 @@ def test_a_long_chat_is_summarized_by_the_cheapest_model_and_stays_local(
         s.startswith("summarized 22 earlier messages for local (") and "1 summarizer call" in s
         for s in statuses
     )
-    assert statuses[-1].startswith(f"{LOCAL} (local) · long chat, summarized · first token ")
+    assert re.match(
+        rf"{LOCAL} \(local\) · long prompt \(\d+ tokens\), summarized · first token ", statuses[-1]
+    )
     # The next turn reuses the rolling summary: no second summarizer call.
     follow = [*chat, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "ok"}]
     ask(pipe, follow, user="uma")

@@ -105,7 +105,7 @@ def start_openwebui(
     log: Path,
     openai: Sequence[Stub],
     ollama: Sequence[Service],
-    timeout_s: float = 240,
+    timeout_s: float = 600,  # about 30 s on an idle machine; 230 s seen on a loaded one
 ) -> OpenWebUI:
     """Start Open WebUI offline with these stand-ins as its connections; sign the admin in."""
     port = free_port()
