@@ -7,6 +7,7 @@ import time
 
 from tierwise.config import TierConfig, TierwiseConfig, load_config
 from tierwise.decision import Decision
+from tierwise.faults import Fault
 from tierwise.request import ChatRequest
 from tierwise.rules import RoutingError, RoutingState, Signals, build_chain, context_outcome
 from tierwise.scoring.base import Scorer
@@ -172,21 +173,40 @@ class TierRouter:
             reason=f"context: fits {tier.name} (at most {tokens} of {usable} tokens)",
         )
 
-    def record(self, tier: str, *, ok: bool, ttft_ms: float | None = None, error: str = "") -> None:
-        """Feed what happened on `tier` back into the latency EMA and the health breaker."""
+    def record(
+        self,
+        tier: str,
+        *,
+        ok: bool,
+        ttft_ms: float | None = None,
+        error: str = "",
+        fault: Fault = Fault.TIER,
+        caller: str | None = None,
+    ) -> None:
+        """Feed what happened on `tier` back into the latency EMA and the health breaker.
+
+        `fault` is the adapter's `faults.classify()` verdict on a failure: a request fault
+        moves no signal at all. `caller` (`faults.caller_of(scope)`) lets the breaker refuse
+        to open for everyone on one caller's failures alone.
+        """
         try:
             settings = self.config.tier(tier)
         except KeyError:
             log.debug("record() for unknown tier %r ignored", tier)
             return
         if ok:
-            self.signals.health.record_success(tier)
+            self.signals.health.record_success(tier, caller)
             if ttft_ms is not None and settings.sla is not None:
                 seed = settings.sla.seed_ms or settings.sla.max_ttft_ms / 2
                 self.signals.latency.observe(tier, ttft_ms, settings.sla.alpha, seed)
             return
+        if fault is Fault.REQUEST:
+            log.debug("request fault on tier %s not counted: %s", tier, error)
+            return
         health = self.config.rules.health
-        if self.signals.health.record_failure(tier, health.max_failures, health.cooldown_s, error):
+        if self.signals.health.record_failure(
+            tier, health.max_failures, health.cooldown_s, error, caller
+        ):
             log.warning(
                 "tier %s failed %d times in a row; cooling down %.0fs",
                 tier,

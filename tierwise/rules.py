@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tierwise.config import ConfigError, TierConfig, TierwiseConfig
+from tierwise.faults import caller_of
 from tierwise.request import ChatRequest
 from tierwise.scoring.base import Score
 from tierwise.signals.health import HealthTracker
@@ -281,13 +282,14 @@ class SlaRule:
 
 
 class HealthRule:
-    """Skip a tier that failed repeatedly until its cool-down ends."""
+    """Skip a tier that failed repeatedly (for everyone, or for this caller) until it cools down."""
 
     name = "health"
 
     def apply(self, state: RoutingState) -> None:
+        caller = caller_of(state.request.scope)
         for tier in list(state.candidates):
-            left = state.signals.health.cooling_down(tier.name)
+            left = state.signals.health.cooling_down(tier.name, caller)
             if left > 0:
                 error = state.signals.health.last_error(tier.name)
                 detail = f" (last error: {error})" if error else ""
