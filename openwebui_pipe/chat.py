@@ -70,6 +70,7 @@ class Chat:
     fitted: Fitted | None = None  # how the chat was fitted to the tier last tried
     first_chunk: float | None = None  # when the first streamed chunk went out
     fell_back: str = ""  # why the decided tier did not answer ("" = it did)
+    caller: str | None = None  # who asked, as the health breaker counts callers
     recorded: bool = False
 
     def first_token_ms(self) -> float | None:

@@ -34,6 +34,7 @@ from openwebui_pipe.status import Emitter, StatusEmitter, error_reply, fit_note
 from openwebui_pipe.summarizer import Summarizer, summarizer_for
 from tierwise.config import TierwiseConfig
 from tierwise.decision import Decision
+from tierwise.faults import Fault, caller_of, classify
 from tierwise.request import ChatRequest, RequestError, Scope
 from tierwise.router import TierRouter
 from tierwise.rules import RoutingError, Signals
@@ -96,6 +97,7 @@ class AutoRouter:
             await emit.final(f"tierwise: internal error ({exc!r})")
             return error_reply(f"internal error ({exc!r}); the server log has the details", task)
         chat = Chat(route, self.recorder.telemetry_for(route.ladder or route.config), started)
+        chat.caller = caller_of(Scope(user=str(user.id)))
         if valves.semantic_cache:
             hit = await self.answers.lookup(chat)
             if hit is not None:
@@ -175,14 +177,17 @@ class AutoRouter:
             attempt_started = time.perf_counter()
             attempt = await host.call_model(request, form, user)
             if not attempt.ok:
-                router.record(tier, ok=False, error=attempt.error)
+                fault = classify(attempt.status, sent=True)
+                router.record(tier, ok=False, error=attempt.error, fault=fault, caller=chat.caller)
+                if fault is Fault.REQUEST:  # the caller's own error: no dearer tier, no breaker
+                    return await self._refused(chat, tier, attempt.error, emit)
                 failures.append(attempt.error)
                 continue
             if host.is_stream(attempt.response):
                 return self._stream_back(
                     valves, attempt.response, chat, tier, attempt_started, emit
                 )
-            router.record(tier, ok=True)
+            router.record(tier, ok=True, caller=chat.caller)
             answer = answer_of(attempt.response)
             if answer is not None and valves.semantic_cache:
                 await self.answers.store(chat, tier, answer)
@@ -196,6 +201,15 @@ class AutoRouter:
         await emit.final(f"tierwise: every tier failed ({problem})")
         task = "task" if route.decision is None else None  # background tasks get no text
         return error_reply(f"every tier this chat could use failed ({problem})", task)
+
+    async def _refused(self, chat: Chat, tier: str, error: str, emit: StatusEmitter) -> str:
+        """A request fault (the upstream refused this request as malformed): said once, to
+        this caller only; no other tier is tried and no shared signal moves."""
+        self.recorder.finish(chat, tier, ok=False, error=error)
+        await emit.final(f"tierwise: {tier} refused this request ({error}); not retried")
+        task = "task" if chat.route.decision is None else None
+        problem = f"the model refused this request ({error}); change the request and try again"
+        return error_reply(problem, task)
 
     def _stream_back(
         self,
@@ -223,7 +237,7 @@ class AutoRouter:
                     tap.feed(chunk)
                     yield chunk
             except Exception as exc:
-                router.record(tier, ok=False, error=describe(exc))
+                router.record(tier, ok=False, error=describe(exc), caller=chat.caller)
                 self.recorder.finish(chat, tier, ok=False, error=describe(exc), tap=tap)
                 raise
             except BaseException:  # the client stopped reading (Stop, closed tab)
@@ -234,7 +248,9 @@ class AutoRouter:
                     await upstream.background()
             tap.close()
             ok = not tap.error
-            router.record(tier, ok=ok, ttft_ms=first if ok else None, error=tap.error)
+            router.record(
+                tier, ok=ok, ttft_ms=first if ok else None, error=tap.error, caller=chat.caller
+            )
             answer = tap.answer()
             if answer is not None and valves.semantic_cache:
                 await self.answers.store(chat, tier, answer)

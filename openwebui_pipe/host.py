@@ -24,6 +24,7 @@ class Attempt:
     ok: bool
     response: Any = None
     error: str = ""
+    status: int | None = None  # the HTTP status of a failure, when one came back
 
 
 def saving_valves() -> bool:
@@ -93,14 +94,17 @@ async def call_model(request: Any, form_data: dict[str, Any], user: Any) -> Atte
 
     try:
         response = await generate_chat_completion(request, form_data, user, bypass_filter=False)
-    except Exception as exc:
-        return Attempt(False, error=describe(getattr(exc, "detail", None) or exc))
+    except Exception as exc:  # Open WebUI raises HTTPException with the upstream's status
+        status = getattr(exc, "status_code", None)
+        error = describe(getattr(exc, "detail", None) or exc)
+        return Attempt(False, error=error, status=status if isinstance(status, int) else None)
     if isinstance(response, StreamingResponse):
         return Attempt(True, response)
     if isinstance(response, Response):
         if response.status_code >= 400:
             body = bytes(response.body).decode("utf-8", "replace")
-            return Attempt(False, error=f"HTTP {response.status_code}: {describe(body)}")
+            error = f"HTTP {response.status_code}: {describe(body)}"
+            return Attempt(False, error=error, status=response.status_code)
         try:
             return Attempt(True, json.loads(bytes(response.body)))
         except ValueError:

@@ -359,6 +359,20 @@ def test_pipe_error_reaches_the_user_as_words(owui: Stack) -> None:
     assert owui.served()["cloud"] == 0
 
 
+def test_one_users_bad_requests_are_theirs_alone(owui: Stack) -> None:
+    control(owui.local, fail_status=400)  # the upstream refuses the requests as malformed
+    with owui.server.client(owui.user_token) as uma:
+        for _ in range(4):  # more than the breaker's max_failures (3)
+            text = answer(chat(uma, EASY, stream=False))
+            assert text.startswith("tierwise could not answer: the model refused this request")
+    # Not retried on dearer tiers ...
+    assert owui.served() == {"local": 4, "hpc": 0, "cloud": 0}
+    control(owui.local, fail_status=0)
+    # ... and no breaker opened: the next caller's easy chat is served locally.
+    with owui.server.client() as admin:
+        assert answer(chat(admin, EASY, stream=False)) == f"[local] {EASY}"
+
+
 def test_automatic_mapping_puts_ollama_models_in_the_cheapest_tier(owui: Stack) -> None:
     # The built-in ladder names models 'local', 'hpc', 'cloud', none installed here; with
     # no tier_models only the Ollama model maps, to the cheapest tier.

@@ -58,6 +58,7 @@ class FakeOpenWebUI:
     access: dict[str, set[str]]
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     failing: set[str] = field(default_factory=set)
+    refusing: set[str] = field(default_factory=set)  # answer HTTP 400 (a bad request)
     error_body: set[str] = field(default_factory=set)  # HTTP 200 with an error body
     finish_reason: str = "stop"
     tool_call: bool = False
@@ -74,7 +75,9 @@ class FakeOpenWebUI:
         model = form["model"]
         assert model in self.access[user.id], "the pipe called a model this user may not use"
         if model in self.failing:
-            return host.Attempt(False, error=f"HTTP 500: {model} failing on purpose")
+            return host.Attempt(False, error=f"HTTP 500: {model} failing on purpose", status=500)
+        if model in self.refusing and form.get("temperature", 0) > 2:
+            return host.Attempt(False, error="HTTP 400: temperature must be <= 2", status=400)
         if model in self.error_body:  # what _call_model makes of Open WebUI's error bodies
             return host.Attempt(False, error=f"{model}: model not loaded")
         if is_summarizer_call(form):
@@ -412,6 +415,27 @@ def test_a_tier_that_is_down_is_not_called_not_permitted(ladder: Path, owui: Fak
     assert "health: hpc cooling down" in statuses[0]  # down, said as down ...
     assert "cloud is not permitted for your account (you may use up to hpc)" in statuses[0]
     assert "may use up to local" not in " ".join(statuses)  # ... never as a lower limit
+
+
+def test_one_users_bad_requests_are_not_retried_and_open_no_breaker(
+    ladder: Path, owui: FakeOpenWebUI
+) -> None:
+    owui.refusing = {LOCAL, HPC, CLOUD}
+    pipe = make_pipe(ladder)
+    bad = {"model": "auto", "messages": [{"role": "user", "content": EASY}], "temperature": 5}
+
+    async def send(body: dict[str, Any], user: str) -> Any:
+        return await pipe.pipe(body, __user__={"id": user})
+
+    for _ in range(5):  # more than the breaker's max_failures
+        reply = asyncio.run(send(dict(bad), "uma"))
+        assert reply.startswith("tierwise could not answer: the model refused this request")
+        assert "temperature must be <= 2" in reply
+    # Each bad request reached the decided tier once and no dearer tier.
+    assert [f["model"] for f in owui.chats()] == [LOCAL] * 5
+    # Nobody else pays for it: the local tier is not cooling down for Ada, nor for Uma.
+    assert ask(pipe, EASY, user="ada").text == f"[{LOCAL}] {EASY}"
+    assert ask(pipe, EASY, user="uma").text == f"[{LOCAL}] {EASY}"
 
 
 def test_background_tasks_neither_use_nor_fill_the_cache(ladder: Path, owui: FakeOpenWebUI) -> None:
