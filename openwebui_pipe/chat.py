@@ -38,7 +38,7 @@ class Route:
         model = self.model_for(self.tiers[0])
         if self.decision is None:
             return f"auto → {model} ({self.tiers[0]}) · background task"
-        line = status_text(self.decision, model, self.limit)
+        line = status_text(self.decision, model, self.limit, self.wanted)
         return f"{line} · {'; '.join(self.notes)}" if self.notes else line
 
     def model_for(self, tier: str) -> str:

@@ -39,11 +39,14 @@ def brief_reason(decision: Decision) -> str:
     return {"low": "easy question", "high": "hard question"}.get(band, f"{band} question")
 
 
-def status_text(decision: Decision, model: str, limit: str = "") -> str:
+def status_text(
+    decision: Decision, model: str, limit: str = "", wanted: Decision | None = None
+) -> str:
     """The detailed line: model, tier, score, the deciding rule (and a tier's trouble that
-    moved the chat), and any access limit."""
+    moved the chat), and any access limit. With `wanted` (the full ladder's decision when the
+    user may not use its tier), its rule is shown: it says where the chat would have gone."""
     reasons = [r for r in decision.reasons if r.partition(":")[0] in _TIER_TROUBLE]
-    reasons.append(decision.short_reason())
+    reasons.append((wanted or decision).short_reason())
     text = (
         f"auto → {model} ({decision.tier}) · score {decision.score:.2f} {decision.band} · "
         + " · ".join(dict.fromkeys(reasons))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.servers import REPO, Service, free_port, start_service
+from tests.servers import REPO, Service, free_port, stand_in_env, start_service
 from tierwise.config import load_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -62,11 +62,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     root = tmp_path_factory.mktemp("tierwise-up")
     port = free_port()
     tierwise = Path(sys.executable).with_name("tierwise")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("OLLAMA_API_BASE", "TIERWISE_HPC_API_BASE", "OPENROUTER_API_KEY")
-    }
+    env = stand_in_env()
     service = start_service(
         [str(tierwise), "up", "--port", str(port)],
         f"http://127.0.0.1:{port}/health/liveliness",

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.servers import REPO, Service, Stub, start_stub
-from tests.servers.browser import browser_paths, chromium
+from tests.servers.browser import chromium
 from tests.servers.openwebui import (
     CannotBuild,
     OpenWebUI,
@@ -36,6 +36,7 @@ from tests.servers.openwebui import (
     start_ollama_stub,
     start_openwebui,
 )
+from tierwise.bench.browser import binaries
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
@@ -478,7 +479,7 @@ def test_a_browser_chat_goes_local_and_its_repeat_in_a_new_chat_is_a_cache_hit(
     """As people use it: Uma signs in with a real browser, picks `auto`, asks an easy
     question, then asks it again in a new chat. The web UI attaches Open WebUI's built-in
     tools unless `auto` has them off, which `tierwise openwebui install` does by default."""
-    if browser_paths() is None:
+    if binaries() is None:
         pytest.fail("chromium and chromedriver are missing: run scripts/system-deps.sh")
     assert owui.save_valves(semantic_cache=True).status_code == 200
     question = "What is the capital of Portugal?"

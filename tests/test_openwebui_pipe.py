@@ -388,6 +388,7 @@ def test_route_caps_a_user_at_the_tiers_they_may_use_and_says_so(ladder_file: st
     assert capped.tiers == ["hpc", "local"]  # never cloud, not even as a fallback
     assert capped.wanted is not None and capped.wanted.tier == "cloud"
     assert capped.status.startswith("auto → qwen-hpc (hpc) · score ")
+    assert "-> cloud" in capped.status  # where the chat would have gone
     assert capped.status.endswith("cloud is not permitted for your account (you may use up to hpc)")
 
 

@@ -6,30 +6,12 @@ a fresh profile and everything that could reach beyond loopback switched off.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,800",
-)
-
-
-def browser_paths() -> tuple[str, str] | None:
-    """(chromium, chromedriver), or None when either is not installed."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return (chromium, driver) if chromium and driver else None
+from tierwise.bench.browser import CHROMIUM_FLAGS, binaries
 
 
 @contextmanager
@@ -38,12 +20,12 @@ def chromium(profile: Path) -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    paths = browser_paths()
+    paths = binaries()
     if paths is None:
         raise RuntimeError("chromium and chromedriver are needed (scripts/system-deps.sh)")
     options = webdriver.ChromeOptions()
     options.binary_location = paths[0]
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+    for flag in (*CHROMIUM_FLAGS, "--window-size=1280,800", f"--user-data-dir={profile}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(paths[1]), options=options)
     driver.set_page_load_timeout(120)
