@@ -490,7 +490,10 @@ def test_a_browser_chat_goes_local_and_its_repeat_in_a_new_chat_is_a_cache_hit(
         second = ask_in_new_chat(driver, owui.server.url, question, answer_text)
         shot = tmp_path / "openwebui-browser.png"
         driver.save_screenshot(str(shot))
-    print(f"\n[openwebui] browser screenshot: {shot}", file=sys.stderr)
+    timings = [
+        line for page in (first, second) for line in page.splitlines() if "first token" in line
+    ]
+    print(f"\n[openwebui] browser: {timings}; screenshot {shot}", file=sys.stderr)
     # The local stand-in's own log: the question reached a model once, without tools.
     asked = [
         r["body"]
