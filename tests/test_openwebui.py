@@ -508,6 +508,28 @@ def test_a_browser_chat_goes_local_and_its_repeat_in_a_new_chat_is_a_cache_hit(
     assert f"cached answer from {LOCAL} (local) · exact repeat · first token " in second
 
 
+def test_cache_hit_vs_miss_end_to_end(owui: Stack) -> None:
+    """Figures for the README (printed, never asserted): the same questions through
+    /api/chat/completions, first a miss (lookup, the local model, store), then a hit."""
+    assert owui.save_valves(semantic_cache=True).status_code == 200
+    countries = ["Chile", "Kenya", "Norway", "Peru", "Ghana", "Nepal", "Cuba", "Laos", "Oman"]
+    questions = [f"What is the capital of {c}?" for c in countries]
+    took: dict[str, list[float]] = {"miss": [], "hit": []}
+    with owui.server.client() as admin:
+        for kind in ("miss", "hit"):
+            for question in questions:
+                started = time.perf_counter()
+                assert answer(chat(admin, question, stream=False)) == f"[local] {question}"
+                took[kind].append((time.perf_counter() - started) * 1000)
+    assert owui.served() == {"local": len(questions), "hpc": 0, "cloud": 0}  # hits: no model
+    p50 = {kind: sorted(ms)[len(ms) // 2] for kind, ms in took.items()}
+    print(
+        f"\n[openwebui] end to end, {len(questions)} questions, not streamed: "
+        f"miss p50 {p50['miss']:.0f} ms, hit p50 {p50['hit']:.0f} ms",
+        file=sys.stderr,
+    )
+
+
 def sign_in(driver: Any, url: str, email: str, password: str) -> None:
     from selenium.webdriver.common.by import By
 

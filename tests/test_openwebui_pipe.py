@@ -108,6 +108,11 @@ def test_tiers_without_installed_models_are_dropped_and_none_left_is_explained()
         ladder.build_setup(CONFIG, {}, {}, [model("x")])
 
 
+def test_mapped_models_all_unavailable_are_said_to_be_down_not_unset() -> None:
+    with pytest.raises(ladder.SetupError, match=r"none of the models in tier_models \(gone\)"):
+        ladder.build_setup(CONFIG, {"local": ("gone",)}, {}, [model("x")])
+
+
 def test_unknown_tiers_and_falling_thresholds_are_refused() -> None:
     with pytest.raises(
         ladder.SetupError, match=r"tier_models: unknown tier 'gpu'.*local, hpc, cloud"
