@@ -1,9 +1,12 @@
 """`tierwise openwebui install`: put the auto Pipe into a running Open WebUI through its API.
 
-Creates (or updates) the function, switches it on, optionally saves valves and opens the
-`auto` model to every user. Valves are checked here against the server's model list
-first, because Open WebUI answers a refused save with a generic message (the reason only
-reaches its server log).
+Checks first, changes after: the token (an admin's API key or JWT), the function id and
+every valve (shapes, tiers, thresholds, model ids, features) are checked against the live
+server before anything is created. Then it creates (or updates) the function, saves the
+valves, switches the function on, turns Open WebUI's built-in tools off for `auto` (unless
+asked to keep them) and optionally opens `auto` to every user. If the server still refuses
+the valves, a function this run created is deleted again and an updated one gets its old
+code back, so a refusal leaves the server as it was.
 """
 
 from __future__ import annotations
@@ -12,13 +15,25 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from openwebui_pipe.auto_router import is_routable, parse_thresholds, parse_tier_models
+from openwebui_pipe.ladder import is_routable, unknown_models, valve_problems, valve_shape_problem
 
 PUBLIC_READ = [{"principal_type": "user", "principal_id": "*", "permission": "read"}]
+# What Open WebUI's admin page saves for a new model, with the built-in tools switched off.
+CAPABILITIES = {
+    "vision": True,
+    "file_upload": True,
+    "web_search": True,
+    "image_generation": True,
+    "code_interpreter": True,
+    "citations": True,
+    "status_updates": True,
+}
+ADMIN_PROBE = "/api/v1/functions/list"  # admin-only, and it accepts API keys (auths/ does not)
 
 
 class InstallError(Exception):
@@ -32,12 +47,20 @@ class InstallResult:
     version: str
     valves: dict[str, Any] = field(default_factory=dict)
     public: bool = False
+    builtin_tools: bool = False
 
     def summary(self) -> str:
         verb = "installed" if self.created else "updated"
         lines = [f"{verb} function '{self.function_id}' (auto router {self.version}), active"]
         if self.valves:
             lines.append("valves: " + ", ".join(f"{k}={v!r}" for k, v in self.valves.items()))
+        lines.append(
+            "built-in tools: kept on for 'auto' (chats from the web UI carry ~7k tokens of tool "
+            "definitions and go to tiers that declare tools)"
+            if self.builtin_tools
+            else "built-in tools: off for 'auto', so easy chats fit the local tier and repeats "
+            "can come from the cache (--builtin-tools keeps them)"
+        )
         lines.append(
             "model 'auto' is open to every user"
             if self.public
@@ -70,22 +93,22 @@ class OpenWebUI:
             raise InstallError("--token is empty; use an admin's API key (Settings -> Account)")
         self.url = url.rstrip("/")
         self.client = client or httpx.Client(timeout=30)
-        self.headers = {"Authorization": f"Bearer {token.strip()}"}
+        self.token = token.strip()
+        self.headers = {"Authorization": f"Bearer {self.token}"}
 
     def call(self, method: str, path: str, json: Any = None, ok: Sequence[int] = (200,)) -> Any:
-        try:
-            response = self.client.request(
-                method, f"{self.url}{path}", json=json, headers=self.headers
-            )
-        except httpx.HTTPError as exc:
-            raise InstallError(f"cannot reach Open WebUI at {self.url}: {exc}") from None
-        if response.status_code in (401, 403) and path == "/api/v1/auths/":
-            raise InstallError("Open WebUI rejected the token; check --token (an API key or JWT)")
+        response = self.send(method, path, json)
         if response.status_code not in ok:
             raise InstallError(
                 f"{method} {path} answered HTTP {response.status_code}: {_detail(response)}"
             )
         return response.json() if response.content else None
+
+    def send(self, method: str, path: str, json: Any = None) -> httpx.Response:
+        try:
+            return self.client.request(method, f"{self.url}{path}", json=json, headers=self.headers)
+        except httpx.HTTPError as exc:
+            raise InstallError(f"cannot reach Open WebUI at {self.url}: {exc}") from None
 
     def get_optional(self, path: str) -> Any:
         """GET that returns None for 'not found' (Open WebUI says so with 401/404)."""
@@ -94,6 +117,31 @@ class OpenWebUI:
             return None
         return result
 
+    def check_admin(self) -> None:
+        """Refuse, with the reason and the fix, a token that cannot install functions."""
+        response = self.send("GET", ADMIN_PROBE)
+        if response.status_code == 200:
+            return
+        detail = _detail(response)
+        api_key = self.token.startswith("sk-")
+        if "API key is not enabled" in detail:
+            why = (
+                "this Open WebUI does not accept API keys; switch them on (Admin -> Settings -> "
+                "General -> API keys, or ENABLE_API_KEYS=true) or use an admin's JWT"
+            )
+        elif response.status_code == 403 and api_key:
+            why = (
+                "this Open WebUI restricts the endpoints API keys may call; allow "
+                "/api/v1/functions and /api/v1/models (Admin -> Settings -> General) or use "
+                "an admin's JWT"
+            )
+        elif "permission" in detail:
+            why = "the token belongs to a user who is not an admin; installing a function needs one"
+        else:
+            kind = "API key" if api_key else "token"
+            why = f"Open WebUI does not accept this {kind} ({detail}); check --token"
+        raise InstallError(f"{why} [GET {ADMIN_PROBE}: HTTP {response.status_code}]")
+
 
 def install(
     api: OpenWebUI,
@@ -101,19 +149,24 @@ def install(
     function_id: str = "auto",
     valves: Mapping[str, Any] | None = None,
     public: bool = False,
+    builtin_tools: bool = False,
     source: str | None = None,
 ) -> InstallResult:
-    """Create or update the function, switch it on, save valves, open `auto` if asked."""
+    """Check everything, then create or update the function, save valves, switch it on."""
     if not function_id.isidentifier():
         raise InstallError(f"--id {function_id!r}: use letters, digits and '_' only")
-    me = api.call("GET", "/api/v1/auths/")
-    if (me or {}).get("role") != "admin":
+    api.check_admin()
+    existing = api.get_optional(f"/api/v1/functions/id/{function_id}")
+    if existing is not None and existing.get("type") not in (None, "pipe"):
         raise InstallError(
-            f"the token belongs to a user with role {(me or {}).get('role')!r}; installing a "
-            "function needs an admin's token"
+            f"a {existing.get('type')} function already has the id {function_id!r}; "
+            "pick another --id"
         )
-    if valves:  # refuse bad valves before anything on the server changes
-        check_valves(valves, installed_model_ids(api, function_id))
+    current: dict[str, Any] = {}
+    if existing is not None:
+        current = api.call("GET", f"/api/v1/functions/id/{function_id}/valves") or {}
+    wanted = {**current, **(valves or {})}
+    check_valves(wanted, installed_models(api, function_id))
     source = source or pipe_source()
     form = {
         "id": function_id,
@@ -121,23 +174,19 @@ def install(
         "content": source,
         "meta": {"description": "tierwise: routes each chat to the cheapest tier fit for it"},
     }
-    existing = api.get_optional(f"/api/v1/functions/id/{function_id}")
     if existing is None:
-        function = api.call("POST", "/api/v1/functions/create", json=form)
+        api.call("POST", "/api/v1/functions/create", json=form)
     else:
-        if existing.get("type") not in (None, "pipe"):
-            raise InstallError(
-                f"a {existing.get('type')} function already has the id {function_id!r}; "
-                "pick another --id"
-            )
-        function = api.call("POST", f"/api/v1/functions/id/{function_id}/update", json=form)
-    state = api.call("GET", f"/api/v1/functions/id/{function_id}") or function or {}
-    if not state.get("is_active"):  # toggle flips: only call it when the function is off
-        api.call("POST", f"/api/v1/functions/id/{function_id}/toggle")
+        api.call("POST", f"/api/v1/functions/id/{function_id}/update", json=form)
     saved: dict[str, Any] = {}
     if valves:
-        current = api.call("GET", f"/api/v1/functions/id/{function_id}/valves") or {}
-        saved = api_save_valves(api, function_id, {**current, **valves})
+        saved = save_valves(api, function_id, wanted, existing)
+    state = api.call("GET", f"/api/v1/functions/id/{function_id}") or {}
+    if not state.get("is_active"):  # toggle flips: only call it when the function is off
+        api.call("POST", f"/api/v1/functions/id/{function_id}/toggle")
+    # Open WebUI lists a function's model only after a refresh; the model settings need it.
+    api.call("GET", "/api/models?refresh=true")
+    set_builtin_tools(api, function_id, builtin_tools)
     if public:
         api.call(
             "POST",
@@ -146,12 +195,88 @@ def install(
         )
     # Open WebUI serves chats from its cached model list; refresh it so `auto` answers now.
     api.call("GET", "/api/models?refresh=true")
-    return InstallResult(function_id, existing is None, frontmatter_version(source), saved, public)
+    version = frontmatter_version(source)
+    return InstallResult(function_id, existing is None, version, saved, public, builtin_tools)
 
 
-def installed_model_ids(api: OpenWebUI, own_id: str) -> list[str]:
+def installed_models(api: OpenWebUI, own_id: str) -> list[dict[str, Any]]:
     data = api.call("GET", "/api/models?refresh=true") or {}
-    return sorted(str(m["id"]) for m in data.get("data", []) if is_routable(m, own_id))
+    return [dict(m) for m in data.get("data", []) if is_routable(m, own_id)]
+
+
+def check_valves(valves: Mapping[str, Any], installed: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse valves the pipe would refuse, with every reason at once.
+
+    A `config_path` that is not a file on this machine (Open WebUI may run elsewhere) is
+    left to the server's own check; then only the valves' shapes and model ids are checked.
+    """
+    tier_models = str(valves.get("tier_models") or "")
+    thresholds = str(valves.get("thresholds") or "")
+    config_path = str(valves.get("config_path") or "")
+    problem = valve_shape_problem(tier_models, thresholds)
+    if problem:
+        raise InstallError(problem)
+    if config_path and not Path(config_path).is_file():
+        problems = [p for p in [unknown_models(tier_models, installed)] if p]
+    else:
+        problems = valve_problems(
+            tier_models,
+            thresholds,
+            config_path,
+            bool(valves.get("semantic_cache")),
+            bool(valves.get("summarize")),
+            installed,
+        )
+    if not installed:  # the pipe's own check waits for a model list; here it is final
+        problems += [p for p in [unknown_models(tier_models, installed)] if p]
+    if problems:
+        raise InstallError("; ".join(problems).replace("; installed: ", "; Open WebUI has: "))
+
+
+def save_valves(
+    api: OpenWebUI, function_id: str, valves: Mapping[str, Any], existing: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Save the valves; on a refusal, put the function back as it was and say why."""
+    response = api.send("POST", f"/api/v1/functions/id/{function_id}/valves/update", valves)
+    if response.status_code == 200:
+        return dict(response.json() or {})
+    if existing is None:
+        api.send("DELETE", f"/api/v1/functions/id/{function_id}/delete")
+        undone = f"the function '{function_id}' this run created was deleted again"
+    else:
+        api.send("POST", f"/api/v1/functions/id/{function_id}/update", dict(existing))
+        undone = f"the function '{function_id}' has its previous code back"
+    raise InstallError(
+        f"Open WebUI refused the valves (HTTP {response.status_code}: {_detail(response)}); "
+        f"{undone}. Its server log has the full reason ('Error updating function values')"
+    )
+
+
+def set_builtin_tools(api: OpenWebUI, function_id: str, enabled: bool) -> None:
+    """Set the `builtin_tools` capability of the function's model (Admin -> Models).
+
+    Open WebUI attaches its ~30 built-in tool definitions (~7k tokens) to every chat from the
+    web UI unless this capability is off: with them, every chat needs a tier with a large
+    window and tool support, and answers with tools are never cached.
+    """
+    found = api.get_optional(f"/api/v1/models/model?id={function_id}")
+    if found is None:
+        meta = {"capabilities": {**CAPABILITIES, "builtin_tools": enabled}}
+        form = {"id": function_id, "name": function_id, "meta": meta, "params": {}}
+        api.call("POST", "/api/v1/models/create", json=form)
+        return
+    meta = dict(found.get("meta") or {})
+    capabilities = dict(meta.get("capabilities") or CAPABILITIES)
+    if capabilities.get("builtin_tools", True) == enabled:
+        return
+    meta["capabilities"] = {**capabilities, "builtin_tools": enabled}
+    form = {
+        "id": function_id,
+        "name": found.get("name") or function_id,
+        "meta": meta,
+        "params": found.get("params") or {},
+    }
+    api.call("POST", "/api/v1/models/model/update", json=form)
 
 
 def parse_valve_args(pairs: Sequence[str]) -> dict[str, Any]:
@@ -172,32 +297,6 @@ def parse_valve_args(pairs: Sequence[str]) -> dict[str, Any]:
         except ValueError:
             valves[key] = raw
     return valves
-
-
-def check_valves(valves: Mapping[str, Any], installed: Sequence[str]) -> None:
-    """Refuse valves the pipe would refuse, naming the bad value and the choices."""
-    try:
-        mapping = parse_tier_models(str(valves.get("tier_models") or ""))
-        parse_thresholds(str(valves.get("thresholds") or ""))
-    except ValueError as exc:
-        raise InstallError(str(exc)) from None
-    unknown = [m for ms in mapping.values() for m in ms if m not in installed]
-    if unknown:
-        raise InstallError(
-            f"tier_models: unknown model id {', '.join(map(repr, unknown))}; Open WebUI has: "
-            + (", ".join(installed) or "no models (add a connection first)")
-        )
-
-
-def api_save_valves(api: OpenWebUI, function_id: str, valves: Mapping[str, Any]) -> dict[str, Any]:
-    try:
-        saved = api.call("POST", f"/api/v1/functions/id/{function_id}/valves/update", json=valves)
-    except InstallError as exc:
-        raise InstallError(
-            f"{exc}\nOpen WebUI refused the valves; its server log names the reason "
-            "(look for 'Error updating function values')"
-        ) from None
-    return dict(saved or {})
 
 
 def _detail(response: httpx.Response) -> str:

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from tests.servers import REPO, Service, Stub, start_stub
+from tests.servers.browser import chromium
 from tests.servers.openwebui import (
     CannotBuild,
     OpenWebUI,
@@ -35,6 +36,7 @@ from tests.servers.openwebui import (
     start_ollama_stub,
     start_openwebui,
 )
+from tierwise.bench.browser import binaries
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
@@ -79,11 +81,13 @@ class Stack:
         }
 
 
-def install_cli(server: OpenWebUI, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `tierwise openwebui install` as a user would."""
+def install_cli(
+    server: OpenWebUI, *args: str, token: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `tierwise openwebui install` as a user would (the admin's JWT unless `token`)."""
     command = [sys.executable, "-m", "tierwise", "openwebui", "install", "--url", server.url]
     return subprocess.run(
-        [*command, "--token", server.admin_token, *args],
+        [*command, "--token", token or server.admin_token, *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -235,9 +239,11 @@ def test_user_without_cloud_access_is_not_escalated(owui: Stack) -> None:
     first = statuses[0]
     assert first.startswith(f"auto → {HPC} (hpc) · score ")
     assert "HIGH" in first and "-> cloud" in first
-    assert "your account may use up to hpc" in first
+    assert "cloud is not permitted for your account (you may use up to hpc)" in first
     assert message["statusHistory"][-1]["done"] is True
-    assert "first token" in statuses[-1]
+    # The line left shown: short, says the limit, never the same entry twice.
+    assert statuses[-1].startswith(f"{HPC} (hpc) · hard question, cloud not permitted · first")
+    assert len(statuses) == len(set(statuses))
 
 
 def test_status_shows_tier_score_and_reason(owui: Stack) -> None:
@@ -249,6 +255,9 @@ def test_status_shows_tier_score_and_reason(owui: Stack) -> None:
     first = message["statusHistory"][0]["description"]
     assert first.startswith(f"auto → {LOCAL} (local) · score 0.")
     assert "LOW" in first and "complexity:" in first and "-> local" in first
+    last = message["statusHistory"][-1]
+    assert last["done"] is True
+    assert last["description"].startswith(f"{LOCAL} (local) · easy question · first token ")
 
 
 def test_background_tasks_go_to_the_cheapest_tier(owui: Stack) -> None:
@@ -287,6 +296,51 @@ def test_unknown_model_in_mapping_is_refused_when_saved(owui: Stack) -> None:
     assert "unknown model id 'gpt-nope'" in done.stderr and CLOUD in done.stderr
 
 
+def test_install_takes_an_admin_api_key_and_turns_builtin_tools_off(owui: Stack) -> None:
+    with owui.server.client() as admin:
+        key = admin.post("/api/v1/auths/api_key").json()["api_key"]
+        assert key.startswith("sk-")
+        config_path = owui.valves["config_path"]
+        done = install_cli(
+            owui.server,
+            "--tier-models",
+            TIER_MODELS,
+            "--valve",
+            f"config_path={config_path}",
+            token=key,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "updated function 'auto'" in done.stdout and "built-in tools: off" in done.stdout
+        auto = admin.get("/api/v1/models/model", params={"id": "auto"}).json()
+        assert auto["meta"]["capabilities"]["builtin_tools"] is False
+        # Open WebUI's own model list (what the chat middleware reads) has it too.
+        listed = {m["id"]: m for m in admin.get("/api/models").json()["data"]}
+        assert listed["auto"]["info"]["meta"]["capabilities"]["builtin_tools"] is False
+    with owui.server.client(owui.user_token) as uma:
+        key = uma.post("/api/v1/auths/api_key")
+    if key.status_code == 200:  # ordinary users may have keys when permitted
+        refused = install_cli(owui.server, token=key.json()["api_key"])
+        assert refused.returncode == 1 and "not an admin" in refused.stderr
+
+
+def test_a_refused_install_changes_nothing_and_prints_the_reason(owui: Stack) -> None:
+    with owui.server.client() as admin:
+        before = admin.get("/api/v1/functions/id/auto").json()
+        for args, reason in (
+            (("--thresholds", "hpc=0.9; cloud=0.5"), "lowest scores must rise"),
+            (("--tier-models", f"gpu={LOCAL}"), "unknown tier 'gpu'"),
+            (("--tier-models", f"local={LOCAL}; cloud=gpt-nope"), "unknown model id 'gpt-nope'"),
+        ):
+            done = install_cli(
+                owui.server, *args, "--valve", f"config_path={owui.valves['config_path']}"
+            )
+            assert done.returncode == 1 and reason in done.stderr, done.stderr
+        after = admin.get("/api/v1/functions/id/auto").json()
+        valves = admin.get("/api/v1/functions/id/auto/valves").json()
+    assert after["updated_at"] == before["updated_at"] and after["is_active"] is True
+    assert valves == owui.valves
+
+
 def test_failing_tier_falls_back_to_the_next_one_the_user_may_use(owui: Stack) -> None:
     owui.hpc.control(fail_status=500)
     with owui.server.client(owui.user_token) as uma:
@@ -304,6 +358,20 @@ def test_pipe_error_reaches_the_user_as_words(owui: Stack) -> None:
     assert "hpc: HTTP 500: hpc failing on purpose" in text
     assert "local:" in text
     assert owui.served()["cloud"] == 0
+
+
+def test_one_users_bad_requests_are_theirs_alone(owui: Stack) -> None:
+    control(owui.local, fail_status=400)  # the upstream refuses the requests as malformed
+    with owui.server.client(owui.user_token) as uma:
+        for _ in range(4):  # more than the breaker's max_failures (3)
+            text = answer(chat(uma, EASY, stream=False))
+            assert text.startswith("tierwise could not answer: the model refused this request")
+    # Not retried on dearer tiers ...
+    assert owui.served() == {"local": 4, "hpc": 0, "cloud": 0}
+    control(owui.local, fail_status=0)
+    # ... and no breaker opened: the next caller's easy chat is served locally.
+    with owui.server.client() as admin:
+        assert answer(chat(admin, EASY, stream=False)) == f"[local] {EASY}"
 
 
 def test_automatic_mapping_puts_ollama_models_in_the_cheapest_tier(owui: Stack) -> None:
@@ -332,9 +400,10 @@ def test_paraphrase_is_served_from_the_cache(owui: Stack) -> None:
     assert again == first and streamed == first and message["content"] == first
     # Only the first question reached a model: the stand-in saw one request.
     assert owui.served() == {"local": 1, "hpc": 0, "cloud": 0}
-    status = message["statusHistory"][-1]["description"]
-    assert status.startswith(f"auto → cached answer from {LOCAL} (local) · similarity 0.9")
-    assert "LOW" in status and message["statusHistory"][-1]["done"] is True
+    (entry,) = message["statusHistory"]  # one entry for a cache hit, not two
+    status = entry["description"]
+    assert status.startswith(f"cached answer from {LOCAL} (local) · similarity 0.9")
+    assert "LOW" in status and entry["done"] is True
 
 
 def test_a_cached_answer_is_not_served_to_another_user(owui: Stack) -> None:
@@ -376,7 +445,7 @@ def test_a_long_chat_is_summarized_and_stays_on_the_local_tier(owui: Stack) -> N
     assert sent[-1] == {"role": "user", "content": EASY}
     assert len(sent) < len(body["messages"])
     statuses = [s["description"] for s in message["statusHistory"]]
-    assert any("· summarized " in s and "earlier messages for local" in s for s in statuses)
+    assert any(s.startswith("summarized ") and "earlier messages for local" in s for s in statuses)
     assert "summarize and stay on local" in statuses[0]
 
 
@@ -402,6 +471,99 @@ def test_telemetry_rows_are_written_when_the_log_is_on(owui: Stack) -> None:
     assert fallback["fallback"] == 1 and fallback["ok"] == 1
     assert other["tier"] == "local" and other["ttft_ms"] is None  # not streamed
     assert other["scope"] != first["scope"]  # another user, hashed
+
+
+def test_a_browser_chat_goes_local_and_its_repeat_in_a_new_chat_is_a_cache_hit(
+    owui: Stack, tmp_path: Path
+) -> None:
+    """As people use it: Uma signs in with a real browser, picks `auto`, asks an easy
+    question, then asks it again in a new chat. The web UI attaches Open WebUI's built-in
+    tools unless `auto` has them off, which `tierwise openwebui install` does by default."""
+    if binaries() is None:
+        pytest.fail("chromium and chromedriver are missing: run scripts/system-deps.sh")
+    assert owui.save_valves(semantic_cache=True).status_code == 200
+    question = "What is the capital of Portugal?"
+    answer_text = f"[local] {question}"
+    with chromium(tmp_path / "profile") as driver:
+        sign_in(driver, owui.server.url, "uma@example.org", "uma-pass-123")
+        first = ask_in_new_chat(driver, owui.server.url, question, answer_text)
+        second = ask_in_new_chat(driver, owui.server.url, question, answer_text)
+        shot = tmp_path / "openwebui-browser.png"
+        driver.save_screenshot(str(shot))
+    timings = [
+        line for page in (first, second) for line in page.splitlines() if "first token" in line
+    ]
+    print(f"\n[openwebui] browser: {timings}; screenshot {shot}", file=sys.stderr)
+    # The local stand-in's own log: the question reached a model once, without tools.
+    asked = [
+        r["body"]
+        for r in ollama_requests(owui.local)
+        if r["body"]["messages"][-1].get("content") == question
+    ]
+    assert len(asked) == 1, asked
+    assert not asked[0].get("tools")
+    assert owui.served()["hpc"] == 0 and owui.served()["cloud"] == 0
+    # What the user reads above each reply (the collapsed status line).
+    assert f"{LOCAL} (local) · easy question · first token " in first
+    assert f"cached answer from {LOCAL} (local) · exact repeat · first token " in second
+
+
+def test_cache_hit_vs_miss_end_to_end(owui: Stack) -> None:
+    """Figures for the README (printed, never asserted): the same questions through
+    /api/chat/completions, first a miss (lookup, the local model, store), then a hit."""
+    assert owui.save_valves(semantic_cache=True).status_code == 200
+    countries = ["Chile", "Kenya", "Norway", "Peru", "Ghana", "Nepal", "Cuba", "Laos", "Oman"]
+    questions = [f"What is the capital of {c}?" for c in countries]
+    took: dict[str, list[float]] = {"miss": [], "hit": []}
+    with owui.server.client() as admin:
+        for kind in ("miss", "hit"):
+            for question in questions:
+                started = time.perf_counter()
+                assert answer(chat(admin, question, stream=False)) == f"[local] {question}"
+                took[kind].append((time.perf_counter() - started) * 1000)
+    assert owui.served() == {"local": len(questions), "hpc": 0, "cloud": 0}  # hits: no model
+    p50 = {kind: sorted(ms)[len(ms) // 2] for kind, ms in took.items()}
+    print(
+        f"\n[openwebui] end to end, {len(questions)} questions, not streamed: "
+        f"miss p50 {p50['miss']:.0f} ms, hit p50 {p50['hit']:.0f} ms",
+        file=sys.stderr,
+    )
+
+
+def sign_in(driver: Any, url: str, email: str, password: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{url}/auth")
+    wait_for(driver, lambda d: d.find_elements(By.ID, "email"))
+    driver.find_element(By.ID, "email").send_keys(email)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for(driver, lambda d: d.find_elements(By.ID, "chat-input"))
+
+
+def ask_in_new_chat(driver: Any, url: str, question: str, answer_text: str) -> str:
+    """Open a new chat with `auto` picked, send the question, wait for the answer and its
+    finished status; returns the page's text."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver.get(f"{url}/?models=auto")  # the web UI's own link to a new chat with a model
+    box = wait_for(driver, lambda d: d.find_elements(By.ID, "chat-input"))[0]
+    box.click()
+    box.send_keys(question)
+    box.send_keys(Keys.ENTER)
+
+    def finished(d: Any) -> str | None:
+        text = str(d.find_element(By.TAG_NAME, "body").text)
+        return text if answer_text in text and "first token" in text else None
+
+    return str(wait_for(driver, finished))
+
+
+def wait_for(driver: Any, condition: Any, timeout_s: float = 180) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.25).until(condition)
 
 
 def long_history(turns: int = 12) -> list[dict[str, str]]:

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from openwebui_pipe import auto_router as ar
-from openwebui_pipe import install
+from openwebui_pipe import host, install, ladder, status
+from openwebui_pipe.chat import Route
 from tests.conftest import REPO, three_tiers
 from tierwise.config import load_config
 from tierwise.router import TierRouter
@@ -39,18 +40,24 @@ def test_the_file_avoids_import_spellings_open_webui_rewrites() -> None:
         assert rewritten not in text, rewritten
 
 
-def test_the_frontmatter_names_title_version_and_requirements() -> None:
+def test_the_frontmatter_names_title_and_version() -> None:
     head = Path(PIPE_FILE).read_text(encoding="utf-8").split('"""')[1]
     fields = dict(line.split(":", 1) for line in head.strip().splitlines())
-    assert fields["title"].strip() and fields["version"].strip() == "0.1.0"
-    assert fields["requirements"].strip().startswith("tierwise")
-    assert install.frontmatter_version(install.pipe_source()) == "0.1.0"
+    assert fields["title"].strip() and fields["version"].strip() == "0.2.0"
+    # No requirements line: tierwise is not a registry package, and Open WebUI would
+    # pip-install whatever answers to that name (README: Open WebUI -> Install).
+    assert "requirements" not in fields
+    assert install.frontmatter_version(install.pipe_source()) == "0.2.0"
+
+
+def test_the_pasted_file_stays_thin() -> None:
+    assert len(Path(PIPE_FILE).read_text(encoding="utf-8").splitlines()) <= 200
 
 
 def test_tier_models_parse_and_report_bad_entries() -> None:
-    parsed = ar.parse_tier_models("local = llama3.2:1b, qwen:7b ;\n cloud=gpt-4o;")
+    parsed = ladder.parse_tier_models("local = llama3.2:1b, qwen:7b ;\n cloud=gpt-4o;")
     assert parsed == {"local": ("llama3.2:1b", "qwen:7b"), "cloud": ("gpt-4o",)}
-    assert ar.parse_tier_models("  ") == {}
+    assert ladder.parse_tier_models("  ") == {}
     for bad, words in (
         ("local", "not 'tier=model"),
         ("local=", "not 'tier=model"),
@@ -58,18 +65,18 @@ def test_tier_models_parse_and_report_bad_entries() -> None:
         ("local=a cloud=b", "separate tiers with ';'"),
     ):
         with pytest.raises(ValueError, match=words):
-            ar.parse_tier_models(bad)
+            ladder.parse_tier_models(bad)
 
 
 def test_thresholds_parse_and_report_bad_entries() -> None:
-    assert ar.parse_thresholds("hpc=0.3; cloud=0.7") == {"hpc": 0.3, "cloud": 0.7}
+    assert ladder.parse_thresholds("hpc=0.3; cloud=0.7") == {"hpc": 0.3, "cloud": 0.7}
     for bad in ("hpc", "hpc=high", "cloud=1.5", "cloud=-0.1"):
         with pytest.raises(ValueError, match=r"0\.\.1"):
-            ar.parse_thresholds(bad)
+            ladder.parse_thresholds(bad)
 
 
 def test_explicit_mapping_wins_and_missing_models_become_notes() -> None:
-    setup = ar.build_setup(
+    setup = ladder.build_setup(
         CONFIG, {"local": ("llama3.2:1b",), "cloud": ("gpt-4o", "gone")}, {}, INSTALLED
     )
     tiers = {t.name: t.models for t in setup.config.tiers}
@@ -78,7 +85,7 @@ def test_explicit_mapping_wins_and_missing_models_become_notes() -> None:
 
 
 def test_automatic_mapping_uses_tags_config_names_then_ollama() -> None:
-    setup = ar.build_setup(CONFIG, {}, {}, INSTALLED)
+    setup = ladder.build_setup(CONFIG, {}, {}, INSTALLED)
     tiers = {t.name: t.models for t in setup.config.tiers}
     # local: no tag, its config name 'local-model' is not installed -> the Ollama model;
     # hpc: tagged tierwise:hpc; cloud: its config name 'cloud-model' is installed.
@@ -87,7 +94,7 @@ def test_automatic_mapping_uses_tags_config_names_then_ollama() -> None:
 
 def test_tags_set_in_admin_models_count_too() -> None:
     tagged = model("big", info={"meta": {"tags": [{"name": "TierWise:Cloud"}]}})
-    setup = ar.build_setup(CONFIG, {"local": ("llama3.2:1b",)}, {}, [INSTALLED[0], tagged])
+    setup = ladder.build_setup(CONFIG, {"local": ("llama3.2:1b",)}, {}, [INSTALLED[0], tagged])
     assert [(t.name, t.models) for t in setup.config.tiers] == [
         ("local", ("llama3.2:1b",)),
         ("cloud", ("big",)),
@@ -95,72 +102,93 @@ def test_tags_set_in_admin_models_count_too() -> None:
 
 
 def test_tiers_without_installed_models_are_dropped_and_none_left_is_explained() -> None:
-    setup = ar.build_setup(CONFIG, {}, {}, [model("cloud-model")])
+    setup = ladder.build_setup(CONFIG, {}, {}, [model("cloud-model")])
     assert [t.name for t in setup.config.tiers] == ["cloud"]
-    with pytest.raises(ar.SetupError, match=r"no tier has an installed model.*installed: x"):
-        ar.build_setup(CONFIG, {}, {}, [model("x")])
+    with pytest.raises(ladder.SetupError, match=r"no tier has an installed model.*installed: x"):
+        ladder.build_setup(CONFIG, {}, {}, [model("x")])
+
+
+def test_mapped_models_all_unavailable_are_said_to_be_down_not_unset() -> None:
+    with pytest.raises(ladder.SetupError, match=r"none of the models in tier_models \(gone\)"):
+        ladder.build_setup(CONFIG, {"local": ("gone",)}, {}, [model("x")])
 
 
 def test_unknown_tiers_and_falling_thresholds_are_refused() -> None:
-    with pytest.raises(ar.SetupError, match=r"tier_models: unknown tier 'gpu'.*local, hpc, cloud"):
-        ar.build_setup(CONFIG, {"gpu": ("x",)}, {}, INSTALLED)
-    with pytest.raises(ar.SetupError, match="thresholds: unknown tier 'gpu'"):
-        ar.build_setup(CONFIG, {}, {"gpu": 0.5}, INSTALLED)
-    with pytest.raises(ar.SetupError, match="min_score must rise"):
-        ar.build_setup(CONFIG, {}, {"hpc": 0.9, "cloud": 0.5}, INSTALLED)
+    with pytest.raises(
+        ladder.SetupError, match=r"tier_models: unknown tier 'gpu'.*local, hpc, cloud"
+    ):
+        ladder.build_setup(CONFIG, {"gpu": ("x",)}, {}, INSTALLED)
+    with pytest.raises(ladder.SetupError, match="thresholds: unknown tier 'gpu'"):
+        ladder.build_setup(CONFIG, {}, {"gpu": 0.5}, INSTALLED)
+    with pytest.raises(
+        ladder.SetupError,
+        match=r"thresholds: the lowest scores must rise .* \(local=0, hpc=0.9, cloud=0.5\)",
+    ):
+        ladder.build_setup(CONFIG, {}, {"hpc": 0.9, "cloud": 0.5}, INSTALLED)
 
 
 def test_thresholds_move_the_decision() -> None:
     hard = "Prove that there are infinitely many primes and derive the density rigorously."
-    default = ar.build_setup(CONFIG, {}, {}, INSTALLED).config
-    strict = ar.build_setup(CONFIG, {}, {"hpc": 0.98, "cloud": 0.99}, INSTALLED).config
+    default = ladder.build_setup(CONFIG, {}, {}, INSTALLED).config
+    strict = ladder.build_setup(CONFIG, {}, {"hpc": 0.98, "cloud": 0.99}, INSTALLED).config
     assert TierRouter(default).decide_text(hard).tier != "local"
     assert TierRouter(strict).decide_text(hard).tier == "local"
 
 
 def test_restrict_keeps_only_models_the_user_may_use() -> None:
-    config = ar.build_setup(CONFIG, {"cloud": ("gpt-4o", "cloud-model")}, {}, INSTALLED).config
-    mine = ar.restrict(config, {"llama3.2:1b", "cloud-model"})
+    config = ladder.build_setup(CONFIG, {"cloud": ("gpt-4o", "cloud-model")}, {}, INSTALLED).config
+    mine = ladder.restrict(config, {"llama3.2:1b", "cloud-model"})
     assert mine is not None
     assert [(t.name, t.models) for t in mine.tiers] == [
         ("local", ("llama3.2:1b",)),
         ("cloud", ("cloud-model",)),
     ]
-    assert ar.restrict(config, {"something-else"}) is None
+    assert ladder.restrict(config, {"something-else"}) is None
 
 
 def test_routable_models_exclude_pipes_arenas_and_auto_itself() -> None:
-    assert ar.is_routable(model("gpt-4o"), "auto")
-    assert not ar.is_routable(model("auto"), "auto")
-    assert not ar.is_routable(model("other", pipe={"type": "pipe"}), "auto")
-    assert not ar.is_routable(model("arena-model", arena=True), "auto")
+    assert ladder.is_routable(model("gpt-4o"), "auto")
+    assert not ladder.is_routable(model("auto"), "auto")
+    assert not ladder.is_routable(model("other", pipe={"type": "pipe"}), "auto")
+    assert not ladder.is_routable(model("arena-model", arena=True), "auto")
 
 
-def test_status_text_names_model_tier_score_reason_and_access_cap() -> None:
+def test_status_text_names_model_tier_score_reason_and_access_limit() -> None:
     router = TierRouter(CONFIG)
-    hard = router.decide_text("Prove that sqrt(2) is irrational, then derive the general case.")
     local = router.decide_text("hi")
-    assert ar.status_text(local, "llama3.2:1b") == (
+    assert status.status_text(local, "llama3.2:1b") == (
         f"auto → llama3.2:1b (local) · score {local.score:.2f} LOW · {local.short_reason()}"
     )
-    capped = ar.status_text(local, "llama3.2:1b", wanted=hard)
-    assert capped.endswith(f"{hard.short_reason()} · your account may use up to local")
+    limited = status.status_text(local, "llama3.2:1b", "cloud is not permitted")
+    assert limited.endswith(f"{local.short_reason()} · cloud is not permitted")
 
 
-def test_error_reply_is_words() -> None:
-    assert ar.error_reply("no model") == "tierwise could not answer: no model"
+def test_the_short_line_says_model_tier_reason_and_first_token_in_few_words() -> None:
+    router = TierRouter(CONFIG)
+    easy = router.decide_text("hi")
+    hard = router.decide_text(HARD)
+    assert status.brief_reason(easy) == "easy question"
+    assert status.brief_reason(hard) == "hard question"
+    line = status.short_status("llama3.2:1b", "local", "easy question", 14.2)
+    assert line == "llama3.2:1b (local) · easy question · first token 14 ms"
+    assert status.short_status("m", "hpc", "long chat", None) == "m (hpc) · long chat"
+
+
+def test_error_reply_is_words_for_chats_and_nothing_for_background_tasks() -> None:
+    assert status.error_reply("no model", None) == "tierwise could not answer: no model"
+    assert status.error_reply("no model", "title_generation") == ""
 
 
 def test_valves_refuse_bad_shapes_with_the_reason() -> None:
     assert ar.Pipe.Valves(tier_models="local=a; cloud=b").tier_models == "local=a; cloud=b"
-    with pytest.raises(ar.SetupError, match="separate tiers with ';'"):
+    with pytest.raises(ladder.SetupError, match="separate tiers with ';'"):
         ar.Pipe.Valves(tier_models="local=a cloud=b")
-    with pytest.raises(ar.SetupError, match="thresholds: 'cloud=2'"):
+    with pytest.raises(ladder.SetupError, match="thresholds: 'cloud=2'"):
         ar.Pipe.Valves(thresholds="cloud=2")
 
 
 def test_install_checks_only_run_while_open_webui_saves() -> None:
-    assert not ar.saving_valves()
+    assert not host.saving_valves()
     # Outside Open WebUI's save handler, a model that is not installed is not refused here
     # (at load time a connection may be down); the call reports it instead.
     assert ar.Pipe.Valves(tier_models="local=not-installed").tier_models
@@ -169,11 +197,11 @@ def test_install_checks_only_run_while_open_webui_saves() -> None:
 def test_save_refuses_unknown_models_and_bad_config_paths(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(ar, "saving_valves", lambda: True)
-    monkeypatch.setattr(ar, "live_models", lambda: INSTALLED)
-    with pytest.raises(ar.SetupError, match=r"unknown model id 'nope'; installed: cloud-model"):
+    monkeypatch.setattr(host, "saving_valves", lambda: True)
+    monkeypatch.setattr(host, "live_models", lambda: INSTALLED)
+    with pytest.raises(ladder.SetupError, match=r"unknown model id 'nope'; installed: cloud-model"):
         ar.Pipe.Valves(tier_models="local=nope")
-    with pytest.raises(ar.SetupError, match=r"config_path: .*no such file"):
+    with pytest.raises(ladder.SetupError, match=r"config_path: .*no such file"):
         ar.Pipe.Valves(config_path="/nonexistent/tierwise.yaml")
     assert ar.Pipe.Valves(tier_models="local=llama3.2:1b; cloud=gpt-4o").fallback is True
 
@@ -181,17 +209,17 @@ def test_save_refuses_unknown_models_and_bad_config_paths(
 def test_setup_is_cached_until_valves_or_models_change() -> None:
     pipe = ar.Pipe()
     pipe.valves = ar.Pipe.Valves(tier_models="local=llama3.2:1b")
-    first = pipe._setup(INSTALLED)
-    assert pipe._setup(list(INSTALLED)) is first
-    assert pipe._setup(INSTALLED[:2]) is not first
+    first = pipe.router.setup(pipe.valves, INSTALLED)
+    assert pipe.router.setup(pipe.valves, list(INSTALLED)) is first
+    assert pipe.router.setup(pipe.valves, INSTALLED[:2]) is not first
     pipe.valves = ar.Pipe.Valves(tier_models="local=llama3.2:1b", thresholds="cloud=0.9")
-    assert pipe._setup(INSTALLED[:2]).config.tier("hpc").models == ("qwen-hpc",)
+    assert pipe.router.setup(pipe.valves, INSTALLED[:2]).config.tier("hpc").models == ("qwen-hpc",)
 
 
 def test_routers_are_shared_per_ladder_with_one_set_of_signals() -> None:
     pipe = ar.Pipe()
-    a, b = pipe._router(CONFIG), pipe._router(CONFIG.model_copy())
-    assert a is b and a.signals is pipe.signals
+    a, b = pipe.router.router(CONFIG), pipe.router.router(CONFIG.model_copy())
+    assert a is b and a.signals is pipe.router.signals
 
 
 # -- the installer's checks ---------------------------------------------------------------
@@ -206,23 +234,45 @@ def test_valve_args_parse_json_values_and_name_allowed_keys() -> None:
         install.parse_valve_args(["colour=blue"])
 
 
-def test_check_valves_names_unknown_models_and_the_installed_ones() -> None:
-    install.check_valves({"tier_models": "local=a"}, ["a", "b"])
+def test_check_valves_names_every_problem_and_the_installed_models() -> None:
+    have = [model("a"), model("b")]
+    install.check_valves({"tier_models": "local=a"}, have)
     with pytest.raises(install.InstallError, match="unknown model id 'c'; Open WebUI has: a, b"):
-        install.check_valves({"tier_models": "local=c"}, ["a", "b"])
+        install.check_valves({"tier_models": "local=c"}, have)
     with pytest.raises(install.InstallError, match="thresholds"):
-        install.check_valves({"thresholds": "cloud=x"}, ["a"])
+        install.check_valves({"thresholds": "cloud=x"}, have)
+    # What the server would refuse only after the function exists is refused here first.
+    with pytest.raises(install.InstallError, match="unknown tier 'gpu'"):
+        install.check_valves({"tier_models": "gpu=a"}, have)
+    with pytest.raises(install.InstallError, match="lowest scores must rise"):
+        install.check_valves(
+            {"tier_models": "local=a; hpc=b", "thresholds": "hpc=0.8; cloud=0.5"},
+            [*have, model("cloud")],
+        )
+    with pytest.raises(install.InstallError, match="no models \\(add a connection first\\)"):
+        install.check_valves({"tier_models": "local=a"}, [])
 
 
-def fake_open_webui(role: str, calls: list[str]) -> httpx.Client:
-    """An in-process stand-in for the handful of endpoints the installer calls."""
-    state: dict[str, Any] = {"function": None, "valves": {}}
+def fake_open_webui(
+    role: str, calls: list[str], refuse_valves: bool = False, api_keys: bool = True
+) -> httpx.Client:
+    """An in-process stand-in for the endpoints the installer calls, answering as Open WebUI
+    0.12.4 does (routers/functions.py, routers/models.py, utils/auth.py)."""
+    state: dict[str, Any] = {"function": None, "valves": {}, "model": None}
 
     def handle(request: httpx.Request) -> httpx.Response:
         path = request.url.path
         calls.append(f"{request.method} {path}")
-        if path == "/api/v1/auths/":
-            return httpx.Response(200, json={"role": role})
+        if path == "/api/v1/functions/list":
+            if not api_keys:
+                return httpx.Response(
+                    403, json={"detail": "Use of API key is not enabled in the environment."}
+                )
+            if role != "admin":
+                return httpx.Response(
+                    401, json={"detail": "You do not have permission to access this resource."}
+                )
+            return httpx.Response(200, json=[])
         if path == "/api/v1/functions/id/auto" and request.method == "GET":
             if state["function"] is None:
                 return httpx.Response(
@@ -230,10 +280,13 @@ def fake_open_webui(role: str, calls: list[str]) -> httpx.Client:
                 )
             return httpx.Response(200, json=state["function"])
         if path in ("/api/v1/functions/create", "/api/v1/functions/id/auto/update"):
-            if state["function"] is not None:
-                return httpx.Response(200, json=state["function"])
-            state["function"] = {"id": "auto", "type": "pipe", "is_active": False}
+            if state["function"] is None:
+                state["function"] = {"id": "auto", "type": "pipe", "is_active": False}
+            state["function"]["content"] = json.loads(request.content)["content"]
             return httpx.Response(200, json=state["function"])
+        if path == "/api/v1/functions/id/auto/delete":
+            state["function"] = None
+            return httpx.Response(200, json=True)
         if path == "/api/v1/functions/id/auto/toggle":
             state["function"]["is_active"] = not state["function"]["is_active"]
             return httpx.Response(200, json=state["function"])
@@ -242,32 +295,61 @@ def fake_open_webui(role: str, calls: list[str]) -> httpx.Client:
         if path == "/api/v1/functions/id/auto/valves":
             return httpx.Response(200, json=state["valves"])
         if path == "/api/v1/functions/id/auto/valves/update":
+            if refuse_valves:
+                return httpx.Response(400, json={"detail": "Error updating function valves"})
             state["valves"] = json.loads(request.content)
             return httpx.Response(200, json=state["valves"])
+        if path == "/api/v1/models/model":
+            if state["model"] is None:
+                return httpx.Response(401, json={"detail": "not found"})
+            return httpx.Response(200, json=state["model"])
+        if path in ("/api/v1/models/create", "/api/v1/models/model/update"):
+            state["model"] = json.loads(request.content)
+            return httpx.Response(200, json=state["model"])
         return httpx.Response(404, json={"detail": "Not Found"})
 
-    return httpx.Client(transport=httpx.MockTransport(handle))
+    client = httpx.Client(transport=httpx.MockTransport(handle))
+    client.state = state  # type: ignore[attr-defined]
+    return client
 
 
-def test_install_creates_enables_and_saves_valves_once() -> None:
+def test_install_creates_enables_saves_valves_and_turns_builtin_tools_off() -> None:
     calls: list[str] = []
-    api = install.OpenWebUI("http://owui.test", "t", client=fake_open_webui("admin", calls))
+    client = fake_open_webui("admin", calls)
+    api = install.OpenWebUI("http://owui.test", "sk-admin", client=client)
     result = install.install(api, valves={"tier_models": "local=a"})
     assert result.created and result.valves == {"tier_models": "local=a"}
     assert calls.count("POST /api/v1/functions/id/auto/toggle") == 1
     assert "installed function 'auto'" in result.summary()
+    capabilities = client.state["model"]["meta"]["capabilities"]  # type: ignore[attr-defined]
+    assert capabilities["builtin_tools"] is False and capabilities["vision"] is True
+    assert "built-in tools: off" in result.summary()
     before = len(calls)
     with pytest.raises(install.InstallError, match="unknown model id 'zz'"):
         install.install(api, valves={"tier_models": "local=zz"})
     assert not [c for c in calls[before:] if c.startswith("POST")]  # nothing was changed
-    again = install.install(api)
+    again = install.install(api, builtin_tools=True)
     assert not again.created and calls.count("POST /api/v1/functions/id/auto/toggle") == 1
+    assert client.state["model"]["meta"]["capabilities"]["builtin_tools"] is True  # type: ignore[attr-defined]
 
 
-def test_install_needs_an_admin_token_and_a_proper_url() -> None:
-    api = install.OpenWebUI("http://owui.test", "t", client=fake_open_webui("user", []))
-    with pytest.raises(install.InstallError, match=r"role 'user'.*admin's token"):
-        install.install(api)
+def test_a_refused_valves_save_undoes_the_install_and_says_so() -> None:
+    calls: list[str] = []
+    client = fake_open_webui("admin", calls, refuse_valves=True)
+    api = install.OpenWebUI("http://owui.test", "sk-admin", client=client)
+    with pytest.raises(install.InstallError, match=r"refused the valves .*deleted again"):
+        install.install(api, valves={"tier_models": "local=a"})
+    assert client.state["function"] is None  # type: ignore[attr-defined]
+    assert "POST /api/v1/functions/id/auto/toggle" not in calls  # never switched on
+
+
+def test_install_says_why_a_token_cannot_install() -> None:
+    user = install.OpenWebUI("http://owui.test", "sk-u", client=fake_open_webui("user", []))
+    with pytest.raises(install.InstallError, match=r"not an admin.*HTTP 401"):
+        install.install(user)
+    off = fake_open_webui("admin", [], api_keys=False)
+    with pytest.raises(install.InstallError, match=r"does not accept API keys.*ENABLE_API_KEYS"):
+        install.install(install.OpenWebUI("http://owui.test", "sk-a", client=off))
     with pytest.raises(install.InstallError, match="must start with http"):
         install.OpenWebUI("owui.test", "t")
     with pytest.raises(install.InstallError, match="--token is empty"):
@@ -284,7 +366,7 @@ HARD = (
 
 
 @pytest.fixture
-def ladder(tmp_path: Path) -> str:
+def ladder_file(tmp_path: Path) -> str:
     """The built-in ladder with its scorer pinned to the heuristic (scores stay put)."""
     config = yaml.safe_load((REPO / "tierwise/defaults/default.yaml").read_text())
     config["scoring"]["method"] = "heuristic"
@@ -293,31 +375,36 @@ def ladder(tmp_path: Path) -> str:
     return str(path)
 
 
-def routed(ladder: str, allowed: set[str], task: str | None = None, **valves: Any) -> ar.Route:
+def routed(ladder_file: str, allowed: set[str], task: str | None = None, **valves: Any) -> Route:
     pipe = ar.Pipe()
     pipe.valves = ar.Pipe.Valves(
-        tier_models="local=llama3.2:1b; hpc=qwen-hpc; cloud=gpt-4o", config_path=ladder, **valves
+        tier_models="local=llama3.2:1b; hpc=qwen-hpc; cloud=gpt-4o",
+        config_path=ladder_file,
+        **valves,
     )
     body = {"model": "auto", "messages": [{"role": "user", "content": HARD}]}
-    return pipe._route(body, INSTALLED, allowed, "user-1", task=task)
+    return pipe.router.route(pipe.valves, body, INSTALLED, allowed, "user-1", task=task)
 
 
-def test_route_caps_a_user_at_the_tiers_they_may_use_and_says_so(ladder: str) -> None:
-    everyone = routed(ladder, {"llama3.2:1b", "qwen-hpc", "gpt-4o"})
-    assert everyone.tiers[0] == "cloud" and everyone.wanted is None
-    capped = routed(ladder, {"llama3.2:1b", "qwen-hpc"})
+def test_route_caps_a_user_at_the_tiers_they_may_use_and_says_so(ladder_file: str) -> None:
+    everyone = routed(ladder_file, {"llama3.2:1b", "qwen-hpc", "gpt-4o"})
+    assert everyone.tiers[0] == "cloud" and everyone.wanted is None and everyone.limit == ""
+    capped = routed(ladder_file, {"llama3.2:1b", "qwen-hpc"})
     assert capped.tiers == ["hpc", "local"]  # never cloud, not even as a fallback
     assert capped.wanted is not None and capped.wanted.tier == "cloud"
     assert capped.status.startswith("auto → qwen-hpc (hpc) · score ")
-    assert capped.status.endswith("your account may use up to hpc")
+    assert "-> cloud" in capped.status  # where the chat would have gone
+    assert capped.status.endswith("cloud is not permitted for your account (you may use up to hpc)")
 
 
-def test_route_sends_background_tasks_to_the_cheapest_tier_first(ladder: str) -> None:
-    title = routed(ladder, {"llama3.2:1b", "qwen-hpc", "gpt-4o"}, task="title_generation")
+def test_route_sends_background_tasks_to_the_cheapest_tier_first(ladder_file: str) -> None:
+    title = routed(ladder_file, {"llama3.2:1b", "qwen-hpc", "gpt-4o"}, task="title_generation")
     assert title.tiers == ["local", "hpc", "cloud"] and title.decision is None
-    assert routed(ladder, {"gpt-4o"}, task="tags_generation", fallback=False).tiers == ["cloud"]
+    assert routed(ladder_file, {"gpt-4o"}, task="tags_generation", fallback=False).tiers == [
+        "cloud"
+    ]
 
 
-def test_route_explains_a_user_with_no_model_behind_auto(ladder: str) -> None:
-    with pytest.raises(ar.SetupError, match="may not use any model behind auto"):
-        routed(ladder, {"something-else"})
+def test_route_explains_a_user_with_no_model_behind_auto(ladder_file: str) -> None:
+    with pytest.raises(ladder.SetupError, match="may not use any model behind auto"):
+        routed(ladder_file, {"something-else"})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,9 @@ import yaml
 from prometheus_client import REGISTRY
 from starlette.responses import StreamingResponse
 
+from openwebui_pipe import answers, cache_replay, host, status, summarizer
 from openwebui_pipe import auto_router as ar
+from openwebui_pipe.ladder import SetupError
 from tests.conftest import REPO
 from tierwise.cache import CacheHit, SemanticCache
 
@@ -55,6 +58,7 @@ class FakeOpenWebUI:
     access: dict[str, set[str]]
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     failing: set[str] = field(default_factory=set)
+    refusing: set[str] = field(default_factory=set)  # answer HTTP 400 (a bad request)
     error_body: set[str] = field(default_factory=set)  # HTTP 200 with an error body
     finish_reason: str = "stop"
     tool_call: bool = False
@@ -66,26 +70,28 @@ class FakeOpenWebUI:
     def summarizer_calls(self) -> list[dict[str, Any]]:
         return [f for _, f in self.calls if is_summarizer_call(f)]
 
-    async def call_model(self, request: Any, form: dict[str, Any], user: User) -> ar.Attempt:
+    async def call_model(self, request: Any, form: dict[str, Any], user: User) -> host.Attempt:
         self.calls.append((user.id, form))
         model = form["model"]
         assert model in self.access[user.id], "the pipe called a model this user may not use"
         if model in self.failing:
-            return ar.Attempt(False, error=f"HTTP 500: {model} failing on purpose")
+            return host.Attempt(False, error=f"HTTP 500: {model} failing on purpose", status=500)
+        if model in self.refusing and form.get("temperature", 0) > 2:
+            return host.Attempt(False, error="HTTP 400: temperature must be <= 2", status=400)
         if model in self.error_body:  # what _call_model makes of Open WebUI's error bodies
-            return ar.Attempt(False, error=f"{model}: model not loaded")
+            return host.Attempt(False, error=f"{model}: model not loaded")
         if is_summarizer_call(form):
             text = SUMMARY
         else:
             text = f"[{model}] {form['messages'][-1]['content']}"
         usage = {"prompt_tokens": 11, "completion_tokens": len(text.split())}
         if form.get("stream"):
-            return ar.Attempt(True, self.stream(model, text, usage))
+            return host.Attempt(True, self.stream(model, text, usage))
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if self.tool_call:
             message = {"role": "assistant", "content": None, "tool_calls": [{"id": "t"}]}
         choice = {"index": 0, "message": message, "finish_reason": self.finish_reason}
-        return ar.Attempt(True, {"model": model, "choices": [choice], "usage": usage})
+        return host.Attempt(True, {"model": model, "choices": [choice], "usage": usage})
 
     def stream(self, model: str, text: str, usage: dict[str, int]) -> StreamingResponse:
         events = []
@@ -140,10 +146,10 @@ def owui(monkeypatch: pytest.MonkeyPatch) -> FakeOpenWebUI:
     async def allowed(models: list[dict[str, Any]], user: User) -> set[str]:
         return set(fake.access[user.id])
 
-    monkeypatch.setattr(ar, "_user", user)
-    monkeypatch.setattr(ar, "_installed_models", installed)
-    monkeypatch.setattr(ar, "_allowed_ids", allowed)
-    monkeypatch.setattr(ar, "_call_model", fake.call_model)
+    monkeypatch.setattr(host, "user_of", user)
+    monkeypatch.setattr(host, "installed_models", installed)
+    monkeypatch.setattr(host, "allowed_ids", allowed)
+    monkeypatch.setattr(host, "call_model", fake.call_model)
     return fake
 
 
@@ -184,7 +190,7 @@ def ask(
             body, __user__={"id": user}, __event_emitter__=emitter, __task__=task
         )
         if isinstance(result, StreamingResponse):
-            tap = ar.StreamTap()
+            tap = answers.StreamTap()
             seen = 0
             iterator = result.body_iterator
             async for chunk in iterator:
@@ -203,8 +209,11 @@ def ask(
 
 
 def rows(pipe: ar.Pipe, db: Path) -> list[dict[str, Any]]:
-    assert pipe._telemetry is not None and pipe._telemetry[1].log is not None
-    assert pipe._telemetry[1].log.flush()
+    assert (
+        pipe.router.recorder._telemetry is not None
+        and pipe.router.recorder._telemetry[1].log is not None
+    )
+    assert pipe.router.recorder._telemetry[1].log.flush()
     with sqlite3.connect(db) as conn:
         conn.row_factory = sqlite3.Row
         return [dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY id")]
@@ -224,8 +233,10 @@ def test_the_tap_reads_text_usage_and_finish_from_any_chunking() -> None:
         fake.chunk_bytes = size
         response = fake.stream("m", "[m] hello there world", {"prompt_tokens": 3})
 
-        async def read(response: StreamingResponse = response, size: int = size) -> ar.StreamTap:
-            tap = ar.StreamTap()
+        async def read(
+            response: StreamingResponse = response, size: int = size
+        ) -> answers.StreamTap:
+            tap = answers.StreamTap()
             async for chunk in response.body_iterator:
                 tap.feed(chunk if size % 2 else bytes(chunk).decode())  # bytes or str
             tap.close()
@@ -242,8 +253,8 @@ def test_the_tap_reads_text_usage_and_finish_from_any_chunking() -> None:
 
 
 def test_the_tap_refuses_answers_unfit_to_cache() -> None:
-    def tap_of(*events: dict[str, Any], tail: str = "data: [DONE]\n\n") -> ar.StreamTap:
-        tap = ar.StreamTap()
+    def tap_of(*events: dict[str, Any], tail: str = "data: [DONE]\n\n") -> answers.StreamTap:
+        tap = answers.StreamTap()
         tap.feed("".join(f"data: {json.dumps(e)}\n\n" for e in events) + tail)
         tap.close()
         return tap
@@ -271,19 +282,19 @@ def test_answers_of_plain_replies_and_what_is_not_stored() -> None:
         return {"model": "m", "choices": [{"message": message, "finish_reason": finish}], **more}
 
     plain = body({"content": "Paris."}, usage={"prompt_tokens": 4, "completion_tokens": 2})
-    assert ar.answer_of(plain) == {
+    assert answers.answer_of(plain) == {
         "content": "Paris.",
         "finish_reason": "stop",
         "model": "m",
         "usage": {"prompt_tokens": 4, "completion_tokens": 2},
     }
-    assert ar.answer_of(body({"content": "Par"}, "length")) is None
-    assert ar.answer_of(body({"content": None, "tool_calls": [{"id": "x"}]})) is None
-    assert ar.answer_of(body({"content": ""})) is None
-    assert ar.answer_of({"error": {"message": "no"}}) is None
-    assert ar.answer_of("tierwise could not answer: ...") is None
+    assert answers.answer_of(body({"content": "Par"}, "length")) is None
+    assert answers.answer_of(body({"content": None, "tool_calls": [{"id": "x"}]})) is None
+    assert answers.answer_of(body({"content": ""})) is None
+    assert answers.answer_of({"error": {"message": "no"}}) is None
+    assert answers.answer_of("tierwise could not answer: ...") is None
     two = {"choices": [{"message": {"content": "a"}}, {"message": {"content": "b"}}]}
-    assert ar.answer_of(two) is None
+    assert answers.answer_of(two) is None
 
 
 def test_a_cached_answer_replays_as_a_stream_or_one_body() -> None:
@@ -293,28 +304,32 @@ def test_a_cached_answer_replays_as_a_stream_or_one_body() -> None:
         "model": LOCAL,
         "usage": {"prompt_tokens": 9, "completion_tokens": 17},
     }
-    events = ar.replay_events(answer, LOCAL)
+    events = answers.replay_events(answer, LOCAL)
     assert events[-1] == "data: [DONE]\n\n" and len(events) > 3  # a few words per chunk
-    tap = ar.StreamTap()
+    tap = answers.StreamTap()
     for event in events:
         tap.feed(event)
     # The replay reads back as the answer it came from (usage gains its total).
     assert tap.answer() == {**answer, "usage": {**answer["usage"], "total_tokens": 26}}
-    body = ar.completion_body(answer, LOCAL)
+    body = answers.completion_body(answer, LOCAL)
     assert body["object"] == "chat.completion" and body["model"] == LOCAL
     assert body["choices"][0]["message"] == {"role": "assistant", "content": answer["content"]}
     assert body["usage"] == {"prompt_tokens": 9, "completion_tokens": 17, "total_tokens": 26}
 
 
-def test_status_lines_for_a_cache_hit_and_a_fitted_chat(ladder: Path) -> None:
+def test_status_lines_for_a_cache_hit(ladder: Path) -> None:
     pipe = make_pipe(ladder)
-    decision = pipe._router(pipe._setup(INSTALLED).config).decide_text(EASY)
+    decision = pipe.router.router(pipe.router.setup(pipe.valves, INSTALLED).config).decide_text(
+        EASY
+    )
     similar = CacheHit("e1", {"content": "x"}, "local", 0.934, exact=False)
-    line = ar.cache_status(decision, similar, LOCAL)
-    assert line.startswith(f"auto → cached answer from {LOCAL} (local) · similarity 0.93 · ")
-    assert line.endswith(decision.short_reason())
+    line = status.cache_status(decision, similar, LOCAL, 3.2)
+    assert line.startswith(
+        f"cached answer from {LOCAL} (local) · similarity 0.93 · first token 3 ms"
+    )
+    assert line.endswith(f"score {decision.score:.2f} LOW")
     exact = CacheHit("e1", {"content": "x"}, "hpc", 1.0, exact=True)
-    assert "(hpc) · exact repeat · score" in ar.cache_status(decision, exact, HPC)
+    assert "(hpc) · exact repeat · score" in status.cache_status(decision, exact, HPC, None)
 
 
 # -- the semantic cache in the pipe -----------------------------------------------------------
@@ -333,9 +348,10 @@ def test_a_paraphrase_is_answered_from_the_cache_streamed_or_not(
     assert again.raw["object"] == "chat.completion"
     assert streamed.raw.done and streamed.raw.finish_reason == "stop"
     for reply in (again, streamed):
-        assert reply.statuses[-1]["done"] is True
+        # One status entry, not two: the cache's line, marked done.
+        assert len(reply.statuses) == 1 and reply.statuses[-1]["done"] is True
         assert reply.statuses[-1]["description"].startswith(
-            f"auto → cached answer from {LOCAL} (local) · similarity 0.9"
+            f"cached answer from {LOCAL} (local) · similarity 0.9"
         )
 
 
@@ -377,6 +393,51 @@ def test_an_answer_is_stamped_with_the_tier_that_served_it(
     assert [f["model"] for f in owui.chats()] == [CLOUD, HPC, CLOUD]
 
 
+def test_a_failed_background_task_never_answers_with_the_error_text(
+    ladder: Path, owui: FakeOpenWebUI
+) -> None:
+    owui.failing = {LOCAL, HPC, CLOUD}
+    pipe = make_pipe(ladder)
+    # Open WebUI would make the error its chat title; the task gets nothing and keeps its
+    # default, while a chat still gets the reason in words.
+    assert ask(pipe, EASY, task="title_generation").text == ""
+    assert ask(pipe, EASY).text.startswith("tierwise could not answer: every tier")
+
+
+def test_a_tier_that_is_down_is_not_called_not_permitted(ladder: Path, owui: FakeOpenWebUI) -> None:
+    pipe = make_pipe(ladder)
+    owui.failing = {HPC}
+    for _ in range(3):  # opens hpc's breaker
+        ask(pipe, HARD, user="uma")
+    reply = ask(pipe, HARD, user="uma", stream=True)
+    statuses = [s["description"] for s in reply.statuses]
+    assert reply.text == f"[{LOCAL}] {HARD}"
+    assert "health: hpc cooling down" in statuses[0]  # down, said as down ...
+    assert "cloud is not permitted for your account (you may use up to hpc)" in statuses[0]
+    assert "may use up to local" not in " ".join(statuses)  # ... never as a lower limit
+
+
+def test_one_users_bad_requests_are_not_retried_and_open_no_breaker(
+    ladder: Path, owui: FakeOpenWebUI
+) -> None:
+    owui.refusing = {LOCAL, HPC, CLOUD}
+    pipe = make_pipe(ladder)
+    bad = {"model": "auto", "messages": [{"role": "user", "content": EASY}], "temperature": 5}
+
+    async def send(body: dict[str, Any], user: str) -> Any:
+        return await pipe.pipe(body, __user__={"id": user})
+
+    for _ in range(5):  # more than the breaker's max_failures
+        reply = asyncio.run(send(dict(bad), "uma"))
+        assert reply.startswith("tierwise could not answer: the model refused this request")
+        assert "temperature must be <= 2" in reply
+    # Each bad request reached the decided tier once and no dearer tier.
+    assert [f["model"] for f in owui.chats()] == [LOCAL] * 5
+    # Nobody else pays for it: the local tier is not cooling down for Ada, nor for Uma.
+    assert ask(pipe, EASY, user="ada").text == f"[{LOCAL}] {EASY}"
+    assert ask(pipe, EASY, user="uma").text == f"[{LOCAL}] {EASY}"
+
+
 def test_background_tasks_neither_use_nor_fill_the_cache(ladder: Path, owui: FakeOpenWebUI) -> None:
     pipe = make_pipe(ladder, semantic_cache=True)
     ask(pipe, EASY, task="title_generation")
@@ -400,7 +461,7 @@ def test_a_cache_fault_never_breaks_a_chat(
     assert ask(pipe, EASY, stream=True).text == f"[{LOCAL}] {EASY}"
     assert plugin_errors("cache lookup") == before[0] + 2
     assert plugin_errors("cache store") == before[1] + 2
-    monkeypatch.setattr(ar, "open_cache", broken)  # even opening it
+    monkeypatch.setattr(cache_replay, "open_cache", broken)  # even opening it
     pipe = make_pipe(ladder, semantic_cache=True)
     assert ask(pipe, EASY).text == f"[{LOCAL}] {EASY}"
 
@@ -409,7 +470,7 @@ def test_the_cache_is_off_with_its_valve(ladder: Path, owui: FakeOpenWebUI) -> N
     pipe = make_pipe(ladder)
     ask(pipe, EASY)
     ask(pipe, EASY)
-    assert len(owui.calls) == 2 and pipe._cache is None
+    assert len(owui.calls) == 2 and pipe.router.answers._cache is None
 
 
 # -- summarization ----------------------------------------------------------------------------
@@ -444,8 +505,14 @@ def test_a_long_chat_is_summarized_by_the_cheapest_model_and_stays_local(
     assert sent["messages"][0]["content"].startswith("[tierwise summary]")
     assert SUMMARY in sent["messages"][0]["content"]
     assert sent["messages"][-1] == chat[-1] and len(sent["messages"]) < len(chat)
-    line = reply.statuses[-1]["description"]
-    assert "· summarized 22 earlier messages for local (" in line and "1 summarizer call" in line
+    statuses = [s["description"] for s in reply.statuses]
+    assert any(
+        s.startswith("summarized 22 earlier messages for local (") and "1 summarizer call" in s
+        for s in statuses
+    )
+    assert re.match(
+        rf"{LOCAL} \(local\) · long prompt \(\d+ tokens\), summarized · first token ", statuses[-1]
+    )
     # The next turn reuses the rolling summary: no second summarizer call.
     follow = [*chat, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "ok"}]
     ask(pipe, follow, user="uma")
@@ -471,20 +538,20 @@ def test_a_failing_summarizer_leaves_old_turns_out_with_a_notice(
 
 
 def test_the_summarizer_raises_on_error_bodies_and_textless_replies() -> None:
-    async def fails(request: Any, form: dict[str, Any], user: Any) -> ar.Attempt:
-        return ar.Attempt(False, error="model not found")
+    async def fails(request: Any, form: dict[str, Any], user: Any) -> host.Attempt:
+        return host.Attempt(False, error="model not found")
 
-    async def textless(request: Any, form: dict[str, Any], user: Any) -> ar.Attempt:
-        return ar.Attempt(True, {"choices": [{"message": {"content": None}}]})
+    async def textless(request: Any, form: dict[str, Any], user: Any) -> host.Attempt:
+        return host.Attempt(True, {"choices": [{"message": {"content": None}}]})
 
     from tierwise.summarize import SummaryJob
 
     job = SummaryJob(({"role": "user", "content": "x"},), max_tokens=64, tier="local", covered=2)
     for fake, words in ((fails, "model not found"), (textless, "without text")):
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(ar, "_call_model", fake)
-            with pytest.raises(ar.SummarizerError, match=words):
-                asyncio.run(ar.summarizer_for(None, User("u"), LOCAL)(job))
+            patch.setattr(host, "call_model", fake)
+            with pytest.raises(summarizer.SummarizerError, match=words):
+                asyncio.run(summarizer.summarizer_for(None, User("u"), LOCAL)(job))
 
 
 def test_without_the_valve_a_long_chat_is_not_summarized(ladder: Path, owui: FakeOpenWebUI) -> None:
@@ -532,7 +599,7 @@ def test_routing_faults_are_counted(ladder: Path, owui: FakeOpenWebUI) -> None:
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("bug")
 
-    pipe._route = broken  # type: ignore[method-assign]
+    pipe.router.route = broken  # type: ignore[method-assign]
     before = plugin_errors("route")
     assert ask(pipe, EASY).text.startswith("tierwise could not answer: internal error")
     assert plugin_errors("route") == before + 1
@@ -543,8 +610,8 @@ def test_routing_faults_are_counted(ladder: Path, owui: FakeOpenWebUI) -> None:
 
 @pytest.fixture
 def saving(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(ar, "saving_valves", lambda: True)
-    monkeypatch.setattr(ar, "live_models", lambda: INSTALLED)
+    monkeypatch.setattr(host, "saving_valves", lambda: True)
+    monkeypatch.setattr(host, "live_models", lambda: INSTALLED)
     yield
 
 
@@ -561,15 +628,15 @@ def test_the_feature_valves_save_and_say_what_is_wrong(
         tier["summary"] = {"enabled": False}
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(config))
-    with pytest.raises(ar.SetupError, match=r"semantic_cache: cannot open the disk store"):
+    with pytest.raises(SetupError, match=r"semantic_cache: cannot open the disk store"):
         ar.Pipe.Valves(config_path=str(bad), semantic_cache=True)
-    with pytest.raises(ar.SetupError, match="summarize: every tier in the config has summary"):
+    with pytest.raises(SetupError, match="summarize: every tier in the config has summary"):
         ar.Pipe.Valves(config_path=str(bad), summarize=True)
     assert ar.Pipe.Valves(config_path=str(bad)).config_path == str(bad)  # both off: fine
 
 
 def test_the_valves_switch_the_config_sections(ladder: Path) -> None:
     pipe = make_pipe(ladder, semantic_cache=True)
-    config = pipe._setup(INSTALLED).config
+    config = pipe.router.setup(pipe.valves, INSTALLED).config
     assert config.cache.enabled and not config.summarize.enabled
     assert config.cache.directory == str(ladder.parent / "answers")  # the rest from the YAML

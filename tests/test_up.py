@@ -12,7 +12,7 @@ import pytest
 
 from litellm_plugin.up import plan_tiers, proxy_config, tierwise_section
 from relay.provider import HpcSettings
-from tests.servers import free_port
+from tests.servers import free_port, stand_in_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,11 +48,7 @@ def test_plan_sends_the_hpc_tier_through_the_relay_when_configured() -> None:
 
 @pytest.mark.integration
 def test_up_smoke_starts_routes_and_exits_zero() -> None:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("OLLAMA_API_BASE", "TIERWISE_HPC_API_BASE", "OPENROUTER_API_KEY")
-    }
+    env = stand_in_env()
     tierwise = Path(sys.executable).with_name("tierwise")
     done = subprocess.run(
         [str(tierwise), "up", "--smoke", "--port", str(free_port())],

@@ -160,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--valve", action="append", default=[], metavar="KEY=VALUE", help="any other valve"
     )
     install.add_argument("--public", action="store_true", help="let every user use 'auto'")
+    install.add_argument(
+        "--builtin-tools",
+        action="store_true",
+        help="keep Open WebUI's built-in tools on for 'auto' (default: off, see the README)",
+    )
     install.set_defaults(handler=cmd_openwebui_install)
 
     proxy = bench_sub.add_parser(
@@ -597,7 +602,13 @@ def cmd_openwebui_install(args: argparse.Namespace) -> int:
         if args.thresholds is not None:
             valves["thresholds"] = args.thresholds
         api = install.OpenWebUI(args.url, args.token)
-        result = install.install(api, function_id=args.id, valves=valves, public=args.public)
+        result = install.install(
+            api,
+            function_id=args.id,
+            valves=valves,
+            public=args.public,
+            builtin_tools=args.builtin_tools,
+        )
     except install.InstallError as exc:
         print(f"tierwise openwebui install: {exc}", file=sys.stderr)
         return 1

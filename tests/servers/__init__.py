@@ -110,6 +110,13 @@ def start_redis(log_dir: Path) -> Service:
 
 
 MASTER_KEY = "sk-tierwise-test-0123456789abcdef"
+# What `tierwise up` reads to use real tiers; without them every tier is a stand-in.
+TIER_ENV = ("OLLAMA_API_BASE", "TIERWISE_HPC_API_BASE", "OPENROUTER_API_KEY")
+
+
+def stand_in_env() -> dict[str, str]:
+    """This process's environment without the variables that give `tierwise up` real tiers."""
+    return {k: v for k, v in os.environ.items() if k not in TIER_ENV}
 
 
 def start_litellm(

@@ -105,7 +105,7 @@ def start_openwebui(
     log: Path,
     openai: Sequence[Stub],
     ollama: Sequence[Service],
-    timeout_s: float = 240,
+    timeout_s: float = 600,  # about 30 s on an idle machine; 230 s seen on a loaded one
 ) -> OpenWebUI:
     """Start Open WebUI offline with these stand-ins as its connections; sign the admin in."""
     port = free_port()
@@ -119,6 +119,7 @@ def start_openwebui(
         "WEBUI_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "WEBUI_SECRET_KEY": secrets.token_hex(16),
         "ENABLE_OPENAI_API": "true",
+        "ENABLE_API_KEYS": "true",  # off by default in 0.12; the installer takes an API key
         "OPENAI_API_BASE_URLS": ";".join(f"{s.url}/v1" for s in openai),
         "OPENAI_API_KEYS": ";".join(f"sk-test-{s.name}" for s in openai),
         "ENABLE_OLLAMA_API": "true" if ollama else "false",

@@ -1,0 +1,108 @@
+"""Continue's own CLI (`cn`, npm @continuedev/cli, pinned in scripts/continue-cli.sh) against
+`tierwise up`, headless and offline, with the shipped continue_config/config.yaml.
+
+`tierwise up` fills every tier with a labelled stand-in ("[<tier> stand-in] ..."), so the
+reply `cn` prints names the tier that answered.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.servers import REPO, Service, free_port, stand_in_env, start_service
+from tierwise.config import load_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+CONFIG = REPO / "continue_config" / "config.yaml"
+KEY = "sk-tierwise-continue-cli-test"
+EX_CANNOT_BUILD = 75
+EASY = "What is the capital of Australia?"
+HARD = (
+    "Prove that the square root of 2 is irrational, then generalize the argument to any "
+    "prime p and explain where it fails for composite numbers."
+)
+
+
+def test_the_shipped_config_fits_what_the_proxy_accepts() -> None:
+    (model,) = yaml.safe_load(CONFIG.read_text())["models"]
+    ladder = load_config(None)  # the ladder `tierwise up` and the plugin start from
+    usable = max(t.usable(ladder.rules.context_margin) for t in ladder.tiers)
+    options = model["defaultCompletionOptions"]
+    assert options["contextLength"] == usable
+    assert 0 < options["maxTokens"] < options["contextLength"]
+    # Autocomplete as chat completions, not legacy /completions with a FIM suffix.
+    assert model["useLegacyCompletionsEndpoint"] is False
+
+
+@pytest.fixture(scope="module")
+def cn() -> Path:
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / "continue-cli.sh")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    if done.returncode == EX_CANNOT_BUILD:
+        pytest.skip(done.stderr.strip().splitlines()[-1])
+    assert done.returncode == 0, done.stderr
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("CONTINUE_CLI=")]
+    return Path(line.split("=", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    root = tmp_path_factory.mktemp("tierwise-up")
+    port = free_port()
+    tierwise = Path(sys.executable).with_name("tierwise")
+    env = stand_in_env()
+    service = start_service(
+        [str(tierwise), "up", "--port", str(port)],
+        f"http://127.0.0.1:{port}/health/liveliness",
+        root / "tierwise-up.log",
+        env={**env, "LITELLM_MASTER_KEY": KEY, "XDG_DATA_HOME": str(root / "xdg")},
+        timeout_s=240,
+    )
+    yield Service(service.process, f"http://127.0.0.1:{port}", service.log)
+    service.stop()
+
+
+def ask(cn: Path, proxy: Service, home: Path, prompt: str) -> str:
+    """`cn --config FILE -p PROMPT` as a user runs it; the key comes from the environment."""
+    config = CONFIG.read_text().replace("http://localhost:4000/v1", f"{proxy.url}/v1")
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.yaml").write_text(config)
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "CONTINUE_GLOBAL_DIR": str(home / ".continue"),
+        "CONTINUE_CLI_ENABLE_TELEMETRY": "0",
+        "CONTINUE_METRICS_ENABLED": "0",
+        "LITELLM_API_KEY": KEY,
+    }
+    done = subprocess.run(
+        [str(cn), "--config", str(home / "config.yaml"), "-p", prompt],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=home,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.mark.parametrize(("prompt", "tier"), [(EASY, "local"), (HARD, "cloud")])
+def test_continue_cli_is_routed_by_complexity(
+    cn: Path, proxy: Service, tmp_path: Path, prompt: str, tier: str
+) -> None:
+    out = ask(cn, proxy, tmp_path / "home", prompt)
+    assert f"[{tier} stand-in] {prompt}" in out, out
