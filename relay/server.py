@@ -64,8 +64,12 @@ class RelaySettings:
     # connect: a link outage up to about 1.5 s resumes live; a longer one ends the relay's
     # part and the consumer fills in from the task's result.
     producer_grace_s: float = 2.0
-    consumer_idle_s: float = 10.0
-    consumer_grace_s: float = 3.0
+    # A consumer lives in a busy proxy: 50 concurrent streams through LiteLLM on two cores
+    # held its event loop up to ~40 s at a time, and 10 s / 3 s limits cancelled healthy
+    # streams. A consumer that leaves on purpose says `cancel`, so these only bound the GPU
+    # time a crashed or cut-off proxy can waste.
+    consumer_idle_s: float = 30.0
+    consumer_grace_s: float = 15.0
     orphan_timeout_s: float = 60.0
     max_channels: int = 10000
     certfile: str | None = None
