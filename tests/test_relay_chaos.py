@@ -60,6 +60,10 @@ def stub(stub_factory: Callable[..., Stub]) -> Stub:
     return stub
 
 
+def _job(stub: Stub, relay_base: str, channel: str) -> dict[str, Any]:
+    return worker_job(f"{stub.url}/v1", relay_base, channel, WORDS, reconnect_window_s=10)
+
+
 def _metric(relay: Service, name: str) -> float:
     for line in httpx.get(f"{relay.url}/metrics", timeout=5).text.splitlines():
         if line.startswith(name + " "):
@@ -108,7 +112,7 @@ def test_a_frozen_relay_fails_no_producer(
         os.kill(relay.process.pid, signal.SIGCONT)
 
     try:
-        future = pool.submit(run_worker, worker_job(stub, base, "chaos-freeze", WORDS))
+        future = pool.submit(run_worker, _job(stub, base, "chaos-freeze"))
         stream = hpc_stream(base, "chaos-freeze", future)
         events = collect(stream, _at(20, freeze))
         _assert_exact(events)
@@ -127,7 +131,7 @@ def test_consumer_drops_three_seconds_apart_resume_exactly(
     relay = start_relay(tmp_path, "--consumer-grace-s", "3")
     link = TcpProxy(int(relay.url.rsplit(":", 1)[1]))
     try:
-        job = worker_job(stub, ws_url(relay), "chaos-drops", WORDS)
+        job = _job(stub, ws_url(relay), "chaos-drops")
         future = pool.submit(run_worker, job)
         stream = hpc_stream(link.url(), "chaos-drops", future)
 
@@ -153,7 +157,7 @@ def test_a_worker_link_outage_resumes_live(
     relay = start_relay(tmp_path)
     link = TcpProxy(int(relay.url.rsplit(":", 1)[1]))
     try:
-        future = pool.submit(run_worker, worker_job(stub, link.url(), "chaos-outage", WORDS))
+        future = pool.submit(run_worker, _job(stub, link.url(), "chaos-outage"))
         stream = hpc_stream(ws_url(relay), "chaos-outage", future)
         events = collect(stream, _at(20, lambda: link.cut(outage_s)))
         _assert_exact(events)
@@ -172,7 +176,7 @@ def test_an_outage_past_the_grace_is_filled_in_from_the_result(
     relay = start_relay(tmp_path, "--producer-grace-s", "0.5")
     link = TcpProxy(int(relay.url.rsplit(":", 1)[1]))
     try:
-        future = pool.submit(run_worker, worker_job(stub, link.url(), "chaos-gone", WORDS))
+        future = pool.submit(run_worker, _job(stub, link.url(), "chaos-gone"))
         stream = hpc_stream(ws_url(relay), "chaos-gone", future)
         events = collect(stream, _at(20, lambda: link.cut(1.5)))
         _assert_exact(events)
@@ -189,7 +193,7 @@ def test_a_killed_worker_process_is_a_clear_error(tmp_path: Path, stub: Stub) ->
     relay = start_relay(tmp_path)
     dispatcher = Dispatcher(lambda: LocalExecutor(1), "the local executor", 30)
     try:
-        future = dispatcher.submit(worker_job(stub, ws_url(relay), "chaos-kill", WORDS))
+        future = dispatcher.submit(_job(stub, ws_url(relay), "chaos-kill"))
         stream = hpc_stream(ws_url(relay), "chaos-kill", future)
         killed: list[float] = []
 
@@ -225,7 +229,7 @@ def test_a_relay_killed_and_restarted_loses_nothing(
             relays.append(start_relay(tmp_path, port=port))
 
     try:
-        future = pool.submit(run_worker, worker_job(stub, base, "chaos-restart", WORDS))
+        future = pool.submit(run_worker, _job(stub, base, "chaos-restart"))
         events = collect(hpc_stream(base, "chaos-restart", future), restart)
         _assert_exact(events)
         assert future.result(10)["cancelled"] is False
