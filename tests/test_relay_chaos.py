@@ -116,7 +116,9 @@ def _assert_exact(events: list[dict[str, Any]]) -> None:
 def test_a_frozen_relay_fails_no_producer(
     freeze_s: float, tmp_path: Path, stub: Stub, pool: ThreadPoolExecutor
 ) -> None:
-    relay = start_relay(tmp_path)
+    # An idle limit shorter than the freeze: only judging by loop life and arrivals saves
+    # the producer, whose heartbeats wait in the relay's socket meanwhile.
+    relay = start_relay(tmp_path, "--idle-timeout-s", "1.5")
     base = ws_url(relay)
 
     def freeze() -> None:
