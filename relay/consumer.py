@@ -66,7 +66,7 @@ class HpcStream:
         self.next_seq = 1
         self.finished = False  # a terminal event was delivered
         self.source_counts = {"relay": 0, "result": 0}
-        self.relay_gave_up = False  # the relay can supply nothing more: the result must
+        self.relay_gave_up = False  # the relay can supply nothing more: the result finishes
         # Relay messages in arrival order; _wakeup is set when one arrives or the task ends.
         self._queue: deque[dict[str, Any]] = deque()
         self._wakeup: asyncio.Event | None = None
@@ -234,7 +234,7 @@ class HpcStream:
                     hello = protocol.parse_control(await conn.recv())
             except InvalidStatus as exc:
                 status = exc.response.status_code
-                if status in (401, 403, 404, 409, 410):
+                if status in (401, 403, 404, 410):
                     log.warning("relay refused channel %s with HTTP %d", self.channel, status)
                     self.relay_gave_up = True
                     return  # the task's result is the only source left

@@ -59,13 +59,20 @@ class RelaySettings:
     buffer_bytes: int = 8 * 1024 * 1024
     max_message_bytes: int = 256 * 1024
     heartbeat_s: float = 0.5
-    idle_timeout_s: float = 1.5
+    # Ten missed heartbeats. 1.5 s declared healthy producers dead whenever their process
+    # was starved (`tierwise bench relay --loaded`: 12 to 66 of 200 streams); a worker that
+    # is really gone costs little more, since the consumer then waits for the task anyway.
+    idle_timeout_s: float = 5.0
     # Longer than the worker's reconnect backoff (at most 0.25 s between tries) plus a
     # connect: a link outage up to about 1.5 s resumes live; a longer one ends the relay's
     # part and the consumer fills in from the task's result.
     producer_grace_s: float = 2.0
-    consumer_idle_s: float = 10.0
-    consumer_grace_s: float = 3.0
+    # A consumer lives in a busy proxy: 50 concurrent streams through LiteLLM on two cores
+    # held its event loop up to ~40 s at a time, and 10 s / 3 s limits cancelled healthy
+    # streams. A consumer that leaves on purpose says `cancel`, so these only bound the GPU
+    # time a crashed or cut-off proxy can waste.
+    consumer_idle_s: float = 30.0
+    consumer_grace_s: float = 15.0
     orphan_timeout_s: float = 60.0
     max_channels: int = 10000
     certfile: str | None = None
@@ -383,7 +390,8 @@ class RelayServer:
 
         def check() -> None:
             self._grace.pop(key, None)
-            if getattr(channel, "producer" if role == "produce" else "consumer") is None:
+            attached = channel.producer if role == "produce" else channel.consumer
+            if attached is None and not channel.finished:
                 expired()
 
         self._grace[key] = self.clock.call_after(grace_s, check)

@@ -61,10 +61,6 @@ class Timer:
             self._handle.cancel()
             self._handle = None
 
-    @property
-    def active(self) -> bool:
-        return self._handle is not None
-
     def _fire(self) -> None:
         remaining = self.deadline - self.clock.now()
         if remaining > 0:  # the loop was frozen meanwhile: that time does not count

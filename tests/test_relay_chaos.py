@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,22 @@ def stub(stub_factory: Callable[..., Stub]) -> Stub:
     return stub
 
 
+@contextmanager
+def _relay_and_link(tmp_path: Path, *flags: str) -> Iterator[tuple[Service, TcpProxy]]:
+    """A relay process, and a TCP proxy to it that a test can cut."""
+    relay = start_relay(tmp_path, *flags)
+    link = TcpProxy(int(relay.url.rsplit(":", 1)[1]))
+    try:
+        yield relay, link
+    finally:
+        link.close()
+        relay.stop()
+
+
+def _job(stub: Stub, relay_base: str, channel: str) -> dict[str, Any]:
+    return worker_job(f"{stub.url}/v1", relay_base, channel, WORDS, reconnect_window_s=10)
+
+
 def _metric(relay: Service, name: str) -> float:
     for line in httpx.get(f"{relay.url}/metrics", timeout=5).text.splitlines():
         if line.startswith(name + " "):
@@ -99,7 +116,9 @@ def _assert_exact(events: list[dict[str, Any]]) -> None:
 def test_a_frozen_relay_fails_no_producer(
     freeze_s: float, tmp_path: Path, stub: Stub, pool: ThreadPoolExecutor
 ) -> None:
-    relay = start_relay(tmp_path)
+    # An idle limit shorter than the freeze: only judging by loop life and arrivals saves
+    # the producer, whose heartbeats wait in the relay's socket meanwhile.
+    relay = start_relay(tmp_path, "--idle-timeout-s", "1.5")
     base = ws_url(relay)
 
     def freeze() -> None:
@@ -108,7 +127,7 @@ def test_a_frozen_relay_fails_no_producer(
         os.kill(relay.process.pid, signal.SIGCONT)
 
     try:
-        future = pool.submit(run_worker, worker_job(stub, base, "chaos-freeze", WORDS))
+        future = pool.submit(run_worker, _job(stub, base, "chaos-freeze"))
         stream = hpc_stream(base, "chaos-freeze", future)
         events = collect(stream, _at(20, freeze))
         _assert_exact(events)
@@ -124,10 +143,8 @@ def test_consumer_drops_three_seconds_apart_resume_exactly(
     tmp_path: Path, stub: Stub, pool: ThreadPoolExecutor
 ) -> None:
     """The second drop comes just before a grace timer left from the first would fire."""
-    relay = start_relay(tmp_path, "--consumer-grace-s", "3")
-    link = TcpProxy(int(relay.url.rsplit(":", 1)[1]))
-    try:
-        job = worker_job(stub, ws_url(relay), "chaos-drops", WORDS)
+    with _relay_and_link(tmp_path, "--consumer-grace-s", "3") as (relay, link):
+        job = _job(stub, ws_url(relay), "chaos-drops")
         future = pool.submit(run_worker, job)
         stream = hpc_stream(link.url(), "chaos-drops", future)
 
@@ -141,19 +158,14 @@ def test_consumer_drops_three_seconds_apart_resume_exactly(
         assert _metric(relay, 'tierwise_relay_resumes_total{role="consume"}') >= 2
         assert _metric(relay, 'tierwise_relay_cancels_total{reason="consumer_left"}') == 0
         assert future.result(10)["cancelled"] is False
-    finally:
-        link.close()
-        relay.stop()
 
 
 @pytest.mark.parametrize("outage_s", [0.45, 1.0])
 def test_a_worker_link_outage_resumes_live(
     outage_s: float, tmp_path: Path, stub: Stub, pool: ThreadPoolExecutor
 ) -> None:
-    relay = start_relay(tmp_path)
-    link = TcpProxy(int(relay.url.rsplit(":", 1)[1]))
-    try:
-        future = pool.submit(run_worker, worker_job(stub, link.url(), "chaos-outage", WORDS))
+    with _relay_and_link(tmp_path) as (relay, link):
+        future = pool.submit(run_worker, _job(stub, link.url(), "chaos-outage"))
         stream = hpc_stream(ws_url(relay), "chaos-outage", future)
         events = collect(stream, _at(20, lambda: link.cut(outage_s)))
         _assert_exact(events)
@@ -161,18 +173,13 @@ def test_a_worker_link_outage_resumes_live(
         assert _metric(relay, "tierwise_relay_producer_lost_total") == 0
         _assert_streamed(stream, len(events))
         assert _metric(relay, 'tierwise_relay_resumes_total{role="produce"}') >= 1
-    finally:
-        link.close()
-        relay.stop()
 
 
 def test_an_outage_past_the_grace_is_filled_in_from_the_result(
     tmp_path: Path, stub: Stub, pool: ThreadPoolExecutor
 ) -> None:
-    relay = start_relay(tmp_path, "--producer-grace-s", "0.5")
-    link = TcpProxy(int(relay.url.rsplit(":", 1)[1]))
-    try:
-        future = pool.submit(run_worker, worker_job(stub, link.url(), "chaos-gone", WORDS))
+    with _relay_and_link(tmp_path, "--producer-grace-s", "0.5") as (relay, link):
+        future = pool.submit(run_worker, _job(stub, link.url(), "chaos-gone"))
         stream = hpc_stream(ws_url(relay), "chaos-gone", future)
         events = collect(stream, _at(20, lambda: link.cut(1.5)))
         _assert_exact(events)
@@ -180,16 +187,13 @@ def test_an_outage_past_the_grace_is_filled_in_from_the_result(
         assert stream.source_counts["relay"] >= 20 and stream.source_counts["result"] > 0
         result = future.result(10)
         assert result["cancelled"] is False  # the worker came back to a 409 and kept going
-    finally:
-        link.close()
-        relay.stop()
 
 
 def test_a_killed_worker_process_is_a_clear_error(tmp_path: Path, stub: Stub) -> None:
     relay = start_relay(tmp_path)
     dispatcher = Dispatcher(lambda: LocalExecutor(1), "the local executor", 30)
     try:
-        future = dispatcher.submit(worker_job(stub, ws_url(relay), "chaos-kill", WORDS))
+        future = dispatcher.submit(_job(stub, ws_url(relay), "chaos-kill"))
         stream = hpc_stream(ws_url(relay), "chaos-kill", future)
         killed: list[float] = []
 
@@ -225,7 +229,7 @@ def test_a_relay_killed_and_restarted_loses_nothing(
             relays.append(start_relay(tmp_path, port=port))
 
     try:
-        future = pool.submit(run_worker, worker_job(stub, base, "chaos-restart", WORDS))
+        future = pool.submit(run_worker, _job(stub, base, "chaos-restart"))
         events = collect(hpc_stream(base, "chaos-restart", future), restart)
         _assert_exact(events)
         assert future.result(10)["cancelled"] is False

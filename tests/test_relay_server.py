@@ -27,7 +27,15 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def relay(tmp_path: Path) -> Iterator[Service]:
-    service = start_relay(tmp_path, "--consumer-grace-s", "0.5", "--buffer-messages", "16")
+    service = start_relay(
+        tmp_path,
+        "--consumer-grace-s",
+        "0.5",
+        "--buffer-messages",
+        "16",
+        "--idle-timeout-s",
+        "1.5",
+    )
     yield service
     service.stop()
 

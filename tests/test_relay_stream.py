@@ -23,6 +23,11 @@ pytestmark = pytest.mark.integration
 WORDS = [f"w{i}" for i in range(60)]
 
 
+def _job(stub: Stub, relay_base: str, channel: str, text: str, **relay: Any) -> dict[str, Any]:
+    settings = {"reconnect_window_s": 10, **relay}
+    return worker_job(f"{stub.url}/v1", relay_base, channel, text, **settings)
+
+
 @pytest.fixture
 def pool() -> Iterator[ThreadPoolExecutor]:
     executor = ThreadPoolExecutor(max_workers=2)
@@ -38,7 +43,7 @@ def test_tokens_usage_and_done_arrive_through_the_relay(
     # result) before our relay connection opens, and nothing would show the relay path.
     stub.control(token_delay_ms=30)
     try:
-        job = worker_job(stub, ws_url(relay), "chan-basic", "hello there")
+        job = _job(stub, ws_url(relay), "chan-basic", "hello there")
         future = pool.submit(run_worker, job)
         events = collect(stream := hpc_stream(ws_url(relay), "chan-basic", future))
         assert text_of(events) == "[vllm] hello there"
@@ -67,7 +72,7 @@ def test_relay_restart_mid_stream_loses_and_repeats_nothing(
             relays.append(start_relay(tmp_path, port=port))
 
     try:
-        future = pool.submit(run_worker, worker_job(stub, base, "chan-restart", " ".join(WORDS)))
+        future = pool.submit(run_worker, _job(stub, base, "chan-restart", " ".join(WORDS)))
         stream = hpc_stream(base, "chan-restart", future)
         events = collect(stream, restart_at)
         assert text_of(events) == "[vllm] " + " ".join(WORDS)
@@ -85,7 +90,7 @@ def test_unreachable_relay_falls_back_to_the_batch_result(
 ) -> None:
     stub = stub_factory("vllm")
     nowhere = f"ws://127.0.0.1:{free_port()}"
-    job = worker_job(stub, nowhere, "chan-nohub", "batch please", reconnect_window_s=0.5)
+    job = _job(stub, nowhere, "chan-nohub", "batch please", reconnect_window_s=0.5)
     future = pool.submit(run_worker, job)
     stream = hpc_stream(nowhere, "chan-nohub", future, reconnect_window_s=0.5)
     events = collect(stream)
@@ -100,7 +105,7 @@ def test_leaving_early_cancels_the_worker_and_the_upstream_call(
     stub, relay = stub_factory("vllm"), start_relay(tmp_path)
     stub.control(token_delay_ms=50)
     try:
-        job = worker_job(stub, ws_url(relay), "chan-leave", " ".join(WORDS))
+        job = _job(stub, ws_url(relay), "chan-leave", " ".join(WORDS))
         future = pool.submit(run_worker, job)
         stream = hpc_stream(ws_url(relay), "chan-leave", future)
 
@@ -130,7 +135,7 @@ def test_upstream_failure_is_an_error_not_a_hang(
     stub, relay = stub_factory("vllm"), start_relay(tmp_path)
     stub.control(fail_status=503)
     try:
-        future = pool.submit(run_worker, worker_job(stub, ws_url(relay), "chan-fail5", "hi"))
+        future = pool.submit(run_worker, _job(stub, ws_url(relay), "chan-fail5", "hi"))
         started = time.monotonic()
         with pytest.raises(StreamError, match="HTTP 503") as err:
             collect(hpc_stream(ws_url(relay), "chan-fail5", future))
@@ -173,7 +178,7 @@ def test_tool_call_deltas_are_forwarded(
 ) -> None:
     stub, relay = stub_factory("vllm"), start_relay(tmp_path)
     try:
-        job = worker_job(stub, ws_url(relay), "chan-tools", "please call tool")
+        job = _job(stub, ws_url(relay), "chan-tools", "please call tool")
         job["body"]["tools"] = [{"type": "function", "function": {"name": "lookup"}}]
         future = pool.submit(run_worker, job)
         events = collect(hpc_stream(ws_url(relay), "chan-tools", future))

@@ -19,7 +19,7 @@ from typing import Any
 
 from relay import protocol
 from relay.consumer import HpcStream, StreamTimeouts
-from tests.servers import Service, Stub, free_port, start_service
+from tests.servers import Service, free_port, start_service
 
 SECRET = secrets.token_urlsafe(32)
 
@@ -51,16 +51,16 @@ def auth(channel: str, role: protocol.Role) -> dict[str, str]:
 
 
 def worker_job(
-    stub: Stub, relay_base: str, channel: str, text: str, **relay: Any
+    upstream_url: str, relay_base: str, channel: str, text: str, **relay: Any
 ) -> dict[str, Any]:
-    """The job the provider would hand the worker: echo `text` from the stub via the relay."""
+    """A worker job asking `upstream_url` about `text`, streaming into `channel` of the relay
+    at `relay_base` with a test producer token; `relay` adds or overrides relay settings."""
     return {
-        "upstream": {"url": f"{stub.url}/v1", "timeout_s": 30},
+        "upstream": {"url": upstream_url, "timeout_s": 30},
         "body": {"model": "m", "messages": [{"role": "user", "content": text}]},
         "relay": {
             "url": relay_base + protocol.channel_path(channel, "produce"),
             "token": token(channel, "produce"),
-            "reconnect_window_s": 10,
             **relay,
         },
     }

@@ -176,7 +176,10 @@ def _load(base: str, secret: str, streams: int, tokens: int, label: str) -> dict
     try:
         checked = asyncio.run(consume_all())
     finally:
-        producer.wait(60)
+        try:
+            producer.wait(60)
+        except subprocess.TimeoutExpired:
+            stop(producer)
     elapsed = time.perf_counter() - started
     received = sum(c.tokens for c in checked)
     return {

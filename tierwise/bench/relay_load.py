@@ -21,8 +21,16 @@ from websockets.exceptions import ConnectionClosed
 from relay import protocol
 
 
-def _headers(secret: bytes, channel: str, role: protocol.Role) -> dict[str, str]:
-    return {"Authorization": f"Bearer {protocol.mint_token(secret, channel, role, 600)}"}
+def _connect(base: str, secret: bytes, channel: str, role: protocol.Role) -> Any:
+    """Connect as the worker and the proxy's consumer do: no websockets keepalive pings (a
+    peer paused for backpressure cannot answer them; heartbeats prove liveness instead)."""
+    token = protocol.mint_token(secret, channel, role, 600)
+    return connect(
+        base + protocol.channel_path(channel, role),
+        additional_headers={"Authorization": f"Bearer {token}"},
+        ping_interval=None,
+        compression=None,
+    )
 
 
 def token_text(channel: str, seq: int) -> str:
@@ -31,8 +39,7 @@ def token_text(channel: str, seq: int) -> str:
 
 
 async def produce(base: str, secret: bytes, channel: str, count: int) -> None:
-    url = base + protocol.channel_path(channel, "produce")
-    async with connect(url, additional_headers=_headers(secret, channel, "produce")) as ws:
+    async with _connect(base, secret, channel, "produce") as ws:
         hello = json.loads(await ws.recv())
         beat = asyncio.create_task(_heartbeat(ws, float(hello["heartbeat_s"])))
         for seq in range(hello["resume_from"] + 1, count + 1):
@@ -68,10 +75,20 @@ class Checked:
 
 async def consume(base: str, secret: bytes, channel: str, count: int) -> Checked:
     """Read one channel to its end, acknowledging as asked, and check every token."""
-    url = base + protocol.channel_path(channel, "consume")
     seen: set[int] = set()
     checked = Checked()
-    async with connect(url, additional_headers=_headers(secret, channel, "consume")) as ws:
+    try:
+        await _read_checked(base, secret, channel, seen, checked)
+    except (ConnectionClosed, OSError, TimeoutError) as exc:
+        checked.error = f"{type(exc).__name__}: {exc}"  # the stream counts as unfinished
+    checked.lost = count - len(seen & set(range(1, count + 1)))
+    return checked
+
+
+async def _read_checked(
+    base: str, secret: bytes, channel: str, seen: set[int], checked: Checked
+) -> None:
+    async with _connect(base, secret, channel, "consume") as ws:
         hello = json.loads(await ws.recv())
         ack_every = int(hello["ack_every"])
         beat = asyncio.create_task(_heartbeat(ws, float(hello["heartbeat_s"])))
@@ -92,12 +109,16 @@ async def consume(base: str, secret: bytes, channel: str, count: int) -> Checked
             if checked.tokens % ack_every == 0:
                 await ws.send(json.dumps({"type": "ack", "seq": seq}))
         beat.cancel()
-    checked.lost = count - len(seen & set(range(1, count + 1)))
-    return checked
 
 
 async def _produce_all(base: str, secret: bytes, count: int, channels: list[str]) -> None:
-    await asyncio.gather(*(produce(base, secret, c, count) for c in channels))
+    """Every stream on its own: one that breaks is reported, and the others go on."""
+    outcomes = await asyncio.gather(
+        *(produce(base, secret, c, count) for c in channels), return_exceptions=True
+    )
+    for channel, outcome in zip(channels, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            print(f"producer {channel}: {type(outcome).__name__}: {outcome}", file=sys.stderr)
 
 
 def main(argv: list[str]) -> int:
