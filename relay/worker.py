@@ -8,7 +8,18 @@ event in its result, which the proxy uses as the batch fallback.
 
 The result is a dict: ``events`` (every message, in sequence order, exactly as sent to the
 relay), ``cancelled``, ``relayed`` (the relay took every event) and ``worker`` (host, pid).
-Keep it runnable on Python 3.9+: endpoints often lag behind the proxy.
+It goes back as JSON. Keep it runnable on Python 3.9+: endpoints often lag behind the proxy.
+
+What the job may not do, checked here because the endpoint runs whatever it is sent:
+- carry the model server's key: the worker reads it from the endpoint's environment
+  (``VLLM_API_KEY``, or the variable the job names), so task payloads and logs never hold it;
+- send tokens in clear: the relay must be ``wss://`` unless it is on loopback or the job
+  says ``allow_insecure`` (development);
+- call any host: the model server must be on loopback or listed in the endpoint's
+  ``TIERWISE_UPSTREAM_HOSTS`` (comma-separated host or host:port);
+- run late: a job that starts after ``deadline.start_by`` (the proxy has given up on it)
+  exits without calling the model server; one still generating at ``deadline.finish_by``
+  stops; a relay that answers 401 (token expired) or 410 (consumer gone) stops it too.
 """
 
 from __future__ import annotations
@@ -29,6 +40,9 @@ from urllib.parse import urlsplit
 CLOSE_CANCELLED = 4001  # relay close code: the consumer cancelled or left
 KEEPALIVE_S = 20.0  # ping the relay this often; no pong within as long: reconnect
 FORWARDED_DELTA_KEYS = ("content", "tool_calls", "reasoning_content")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+UPSTREAM_HOSTS_ENV = "TIERWISE_UPSTREAM_HOSTS"
+DEFAULT_KEY_ENV = "VLLM_API_KEY"
 
 
 class UpstreamError(Exception):
@@ -157,10 +171,10 @@ class RelayLink:
                 hello = json.loads(conn.recv(timeout=self.connect_timeout_s))
             except InvalidStatus as exc:
                 status = exc.response.status_code
-                if status == 410:  # the channel ended: the consumer cancelled
+                if status in (401, 410):  # token expired, or the consumer cancelled
                     self._cancel()
                     return
-                if status in (401, 403, 404):  # retrying cannot help
+                if status in (403, 404):  # retrying cannot help
                     self.gave_up.set()
                     return
                 conn = None
@@ -327,16 +341,84 @@ def _delta_messages(chunk: dict[str, Any]) -> tuple[list[dict[str, Any]], str | 
     return messages, finish
 
 
+class JobRefused(Exception):
+    """The job asks for something this endpoint does not allow (see the module docstring)."""
+
+
+def _host_port(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return host, f"{host}:{parts.port}" if parts.port else host
+
+
+def check_job(job: dict[str, Any], now: float) -> None:
+    """Raise JobRefused when the job breaks one of this endpoint's rules."""
+    if "api_key" in job["upstream"]:
+        raise JobRefused(
+            "the job carries a model-server key; set it in the endpoint's environment instead"
+        )
+    host, host_port = _host_port(job["upstream"]["url"])
+    allowed = {h.strip() for h in os.environ.get(UPSTREAM_HOSTS_ENV, "").split(",") if h.strip()}
+    if host not in LOOPBACK and not {host, host_port} & allowed:
+        raise JobRefused(
+            f"model server {host_port!r} is not on loopback nor in this endpoint's "
+            f"{UPSTREAM_HOSTS_ENV}"
+        )
+    relay_cfg = job.get("relay") or {}
+    if relay_cfg:
+        url = str(relay_cfg["url"])
+        insecure = url.startswith("ws://") and not relay_cfg.get("allow_insecure")
+        if insecure and _host_port(url)[0] not in LOOPBACK:
+            raise JobRefused("the relay must be wss://: tokens would cross the network in clear")
+    start_by = (job.get("deadline") or {}).get("start_by")
+    if start_by is not None and now > float(start_by):
+        raise JobRefused(f"the job started {now - float(start_by):.0f}s after its deadline")
+
+
+def probe() -> dict[str, Any]:
+    """What `tierwise hpc doctor` learns from one task: this node's Python and websockets."""
+    try:
+        import websockets
+
+        ws_version: str | None = getattr(websockets, "__version__", "unknown")
+    except ImportError:
+        ws_version = None
+    import platform
+
+    return {
+        "python": platform.python_version(),
+        "websockets": ws_version,
+        "host": socket.gethostname(),
+        "upstream_hosts": os.environ.get(UPSTREAM_HOSTS_ENV, ""),
+    }
+
+
 def run_worker(job: dict[str, Any]) -> dict[str, Any]:
     """Run one chat request on this node and stream it; see the module docstring.
 
-    job = {"upstream": {"url", "api_key", "timeout_s"}, "body": {...OpenAI chat request...},
-           "relay": {"url", "token", "connect_timeout_s", "reconnect_window_s", "drain_s"} or None}
+    job = {"upstream": {"url", "api_key_env", "timeout_s"}, "body": {...OpenAI chat request...},
+           "relay": {"url", "token", "connect_timeout_s", "reconnect_window_s", "drain_s",
+                     "allow_insecure"} or None,
+           "deadline": {"start_by", "finish_by"} (unix seconds) or None}
+    or {"probe": true} (see probe()).
     """
+    if job.get("probe"):
+        return {"probe": probe()}
+    worker = {"host": socket.gethostname(), "pid": os.getpid()}
+    try:
+        check_job(job, time.time())
+    except JobRefused as exc:
+        error = {"type": "error", "message": str(exc), "status": None, "seq": 1}
+        return {"events": [error], "cancelled": False, "relayed": False, "worker": worker}
     upstream_cfg = job["upstream"]
-    upstream = Upstream(
-        upstream_cfg["url"], upstream_cfg.get("api_key"), float(upstream_cfg.get("timeout_s", 600))
-    )
+    key = os.environ.get(str(upstream_cfg.get("api_key_env") or DEFAULT_KEY_ENV))
+    upstream = Upstream(upstream_cfg["url"], key, float(upstream_cfg.get("timeout_s", 600)))
+    finish_by = (job.get("deadline") or {}).get("finish_by")
+    timer = None
+    if finish_by is not None:
+        timer = threading.Timer(max(0.0, float(finish_by) - time.time()), upstream.abort)
+        timer.daemon = True
+        timer.start()
     relay_cfg = job.get("relay")
     link = None
     if relay_cfg:
@@ -371,6 +453,11 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
             emit({"type": "error", "message": str(exc), "status": exc.status})
     finally:
         upstream.conn.close()
+        if timer is not None:
+            timer.cancel()
+    ended = bool(events) and events[-1]["type"] in ("done", "error")
+    if upstream.aborted and not ended and not (link and link.cancelled.is_set()):
+        emit({"type": "error", "message": "the job reached its deadline", "status": None})
     cancelled = bool(link and link.cancelled.is_set())
     relayed = False
     if link is not None:
@@ -379,5 +466,5 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
         "events": events,
         "cancelled": cancelled,
         "relayed": relayed,
-        "worker": {"host": socket.gethostname(), "pid": os.getpid()},
+        "worker": worker,
     }

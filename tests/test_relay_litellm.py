@@ -201,7 +201,7 @@ def test_upstream_failure_reaches_the_user_as_an_error(stack: Stack) -> None:
         response = stack.post("hpc-llama", "will fail")
         assert response.status_code >= 400
         assert "HTTP 503" in response.text
-        assert time.monotonic() - started < 15
+        assert time.monotonic() - started < 60  # LiteLLM retries twice; loaded machines
     finally:
         stack.stub.control(fail_status=0)
 

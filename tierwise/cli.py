@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     decide.add_argument("--json", type=Path, help="write the figures here too")
     decide.set_defaults(handler=cmd_bench_decide)
 
+    from relay import admin as hpc_admin  # parsers only: the SDK loads when a command runs
+
+    hpc_admin.add_parser(sub)
+
     openwebui = sub.add_parser("openwebui", help="Open WebUI: install the auto Pipe")
     openwebui_sub = openwebui.add_subparsers(dest="openwebui", required=True)
     install = openwebui_sub.add_parser(
