@@ -24,7 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from relay import protocol
-from relay.dispatch import ResultUnavailable
+from relay.dispatch import DispatchError, ResultUnavailable
 
 log = logging.getLogger("tierwise.relay.consumer")
 
@@ -167,6 +167,8 @@ class HpcStream:
         if self.future.cancelled():
             raise StreamError(502, "the HPC job was cancelled")
         error = self.future.exception()
+        if isinstance(error, DispatchError):  # refused, or lost: the dispatcher's own words
+            raise StreamError(error.status_code, f"HPC tier unavailable: {error}")
         if error is not None:
             raise StreamError(502, f"the HPC job failed: {_last_line(error)}")
         payload = self.future.result()

@@ -225,7 +225,7 @@ class Dispatcher:
         submitted = getattr(done, "task_id", None) is not None
         if done.cancelled():
             if submitted:  # the executor shut down while the task runs
-                handle.settle(error=ResultUnavailable("the HPC task's result channel closed"))
+                handle.settle(error=ResultUnavailable("the HPC task's result channel closed", 502))
             else:  # cancelled by the shutdown after someone else's failed batch
                 self._discard(executor)
                 self._resubmit(handle, job, retries)
@@ -240,7 +240,7 @@ class Dispatcher:
                 handle.settle(error=error)
             else:  # the result watcher gave up, or the result was not JSON
                 log.warning("%s: no result for task %s: %r", self.label, done.task_id, error)  # type: ignore[attr-defined]
-                handle.settle(error=ResultUnavailable("the HPC task's result cannot be read"))
+                handle.settle(error=ResultUnavailable("the HPC task's result cannot be read", 502))
         else:  # the service refused the batch; the SDK shut that executor down
             self._discard(executor)
             why = refusal(error)

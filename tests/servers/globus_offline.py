@@ -204,6 +204,8 @@ class StandInService:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                if status in (429, 503):  # the SDK retries these after this many seconds
+                    self.send_header("Retry-After", "1")
                 self.end_headers()
                 self.wfile.write(data)
 
