@@ -13,7 +13,7 @@ The SDK is imported lazily: the proxy imports this module even when it uses `dis
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -38,7 +38,8 @@ class GlobusSetupError(Exception):
 
 @dataclass(frozen=True)
 class GlobusOptions:
-    """How we build the SDK's Executor; the defaults match the service's published limits."""
+    """How we build the SDK's Executor (fields named as its parameters); the defaults match
+    the service's published limits."""
 
     endpoint_id: str
     amqp_port: int | None = None  # the result channel's port; None: the service's own
@@ -50,6 +51,9 @@ class GlobusOptions:
     batch_size: int = 1
     user_endpoint_config: dict[str, Any] | None = field(default=None, hash=False)
     resource_specification: dict[str, Any] | None = field(default=None, hash=False)
+
+
+EXECUTOR_SETTINGS = tuple(f.name for f in fields(GlobusOptions) if f.name != "endpoint_id")
 
 
 def json_serializer() -> ComputeSerializer:
@@ -95,17 +99,13 @@ def executor(options: GlobusOptions) -> Executor:
     compute = client()
     from globus_compute_sdk import Executor
 
+    settings = {k: v for k, v in asdict(options).items() if k != "endpoint_id"}
     return Executor(
         endpoint_id=options.endpoint_id,
         client=compute,
         serializer=json_serializer(),
         result_serializers=list(RESULT_SERIALIZERS),
-        batch_size=options.batch_size,
-        amqp_port=options.amqp_port,
-        api_burst_limit=options.api_burst_limit,
-        api_burst_window_s=options.api_burst_window_s,
-        user_endpoint_config=options.user_endpoint_config,
-        resource_specification=options.resource_specification,
+        **settings,  # GlobusOptions' fields are named as the Executor's parameters
     )
 
 

@@ -116,15 +116,8 @@ class HpcSettings(BaseModel):
         return self
 
     def globus_options(self) -> GlobusOptions:
-        return GlobusOptions(
-            endpoint_id=str(self.endpoint_id),
-            amqp_port=self.amqp_port,
-            api_burst_limit=self.api_burst_limit,
-            api_burst_window_s=self.api_burst_window_s,
-            batch_size=self.batch_size,
-            user_endpoint_config=self.user_endpoint_config,
-            resource_specification=self.resource_specification,
-        )
+        chosen = self.model_dump(include=set(globus.EXECUTOR_SETTINGS))
+        return GlobusOptions(endpoint_id=str(self.endpoint_id), **chosen)
 
 
 def parse_settings(raw: Any) -> HpcSettings:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from relay import globus
 from relay.dispatch import Dispatcher, DispatchError, worker_source
 from relay.local_endpoint import LocalExecutor
 from tests.servers import REPO, Stub
-from tests.servers.globus_offline import SDK_PORT, black_hole, offline_env
+from tests.servers.globus_offline import SDK_PORT, black_hole, offline_env, sdk_port_free
 
 
 def test_worker_source_needs_only_the_standard_library_and_websockets() -> None:
@@ -84,20 +83,10 @@ def test_missing_credentials_fail_instead_of_starting_an_interactive_login(
         globus.check_environment()
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.mark.integration
 def test_unreachable_globus_fails_within_our_deadline(tmp_path: Path) -> None:
     """The real SDK against a service that never answers: it would wait for minutes."""
-    if not _port_free(SDK_PORT):
+    if not sdk_port_free():
         pytest.skip(f"127.0.0.1:{SDK_PORT} is taken; the SDK's local environment needs it")
     with black_hole():
         started = time.monotonic()

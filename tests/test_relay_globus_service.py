@@ -11,7 +11,6 @@ carrying `FAULT:<status>x<n>` make the service refuse their submissions.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from litellm.llms.custom_llm import CustomLLMError
 from relay import admin
 from relay.provider import HpcProvider
 from tests.servers import Service, Stub, start_stub
-from tests.servers.globus_offline import SDK_PORT, StandInService, offline_env
+from tests.servers.globus_offline import SDK_PORT, StandInService, offline_env, sdk_port_free
 from tests.servers.relay import SECRET, start_relay, ws_url
 
 pytestmark = pytest.mark.integration
@@ -51,19 +50,9 @@ class Stack:
         }
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if not _port_free(SDK_PORT):
+    if not sdk_port_free():
         pytest.skip(f"127.0.0.1:{SDK_PORT} is taken; the SDK's local environment needs it")
     tmp = tmp_path_factory.mktemp("globus-service")
     patch = pytest.MonkeyPatch()

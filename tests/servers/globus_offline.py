@@ -67,6 +67,17 @@ def black_hole(port: int = SDK_PORT) -> Iterator[int]:
         server.close()
 
 
+def sdk_port_free() -> bool:
+    """Whether 127.0.0.1:SDK_PORT is free for a black hole or the stand-in service."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", SDK_PORT))
+        except OSError:
+            return False
+    return True
+
+
 def offline_env(home: Path) -> dict[str, str]:
     return {
         "GLOBUS_SDK_ENVIRONMENT": "local",
