@@ -351,6 +351,15 @@ def _host_port(url: str) -> tuple[str, str]:
     return host, f"{host}:{parts.port}" if parts.port else host
 
 
+def _in_clear(relay_cfg: dict[str, Any] | None) -> bool:
+    """A ws:// relay off loopback that the job did not explicitly allow."""
+    if not relay_cfg:
+        return False
+    url = str(relay_cfg["url"])
+    insecure = url.startswith("ws://") and not relay_cfg.get("allow_insecure")
+    return insecure and _host_port(url)[0] not in LOOPBACK
+
+
 def check_job(job: dict[str, Any], now: float) -> None:
     """Raise JobRefused when the job breaks one of this endpoint's rules."""
     if "api_key" in job["upstream"]:
@@ -364,12 +373,8 @@ def check_job(job: dict[str, Any], now: float) -> None:
             f"model server {host_port!r} is not on loopback nor in this endpoint's "
             f"{UPSTREAM_HOSTS_ENV}"
         )
-    relay_cfg = job.get("relay") or {}
-    if relay_cfg:
-        url = str(relay_cfg["url"])
-        insecure = url.startswith("ws://") and not relay_cfg.get("allow_insecure")
-        if insecure and _host_port(url)[0] not in LOOPBACK:
-            raise JobRefused("the relay must be wss://: tokens would cross the network in clear")
+    if _in_clear(job.get("relay")):
+        raise JobRefused("the relay must be wss://: tokens would cross the network in clear")
     start_by = (job.get("deadline") or {}).get("start_by")
     if start_by is not None and now > float(start_by):
         raise JobRefused(f"the job started {now - float(start_by):.0f}s after its deadline")
@@ -393,6 +398,35 @@ def probe() -> dict[str, Any]:
     }
 
 
+def _open_link(relay_cfg: dict[str, Any], on_cancel: Callable[[], None] | None) -> RelayLink:
+    return RelayLink(
+        relay_cfg["url"],
+        relay_cfg["token"],
+        float(relay_cfg.get("connect_timeout_s", 5)),
+        float(relay_cfg.get("reconnect_window_s", 30)),
+        on_cancel=on_cancel,
+    )
+
+
+def _refuse(job: dict[str, Any], message: str, worker: dict[str, Any]) -> dict[str, Any]:
+    """End a refused job with an error, through the relay too where that is allowed: the
+    proxy may never see this task's result (a blocked result channel)."""
+    error: dict[str, Any] = {"type": "error", "message": message, "status": None}
+    relay_cfg = job.get("relay")
+    if not relay_cfg or _in_clear(relay_cfg):
+        return {
+            "events": [dict(error, seq=1)],
+            "cancelled": False,
+            "relayed": False,
+            "worker": worker,
+        }
+    link = _open_link(relay_cfg, None)
+    event = link.emit(error)
+    wait_s = float(relay_cfg.get("drain_s", 2)) + float(relay_cfg.get("connect_timeout_s", 5))
+    relayed = link.finish(wait_s)
+    return {"events": [event], "cancelled": False, "relayed": relayed, "worker": worker}
+
+
 def run_worker(job: dict[str, Any]) -> dict[str, Any]:
     """Run one chat request on this node and stream it; see the module docstring.
 
@@ -408,8 +442,7 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
     try:
         check_job(job, time.time())
     except JobRefused as exc:
-        error = {"type": "error", "message": str(exc), "status": None, "seq": 1}
-        return {"events": [error], "cancelled": False, "relayed": False, "worker": worker}
+        return _refuse(job, str(exc), worker)
     upstream_cfg = job["upstream"]
     key = os.environ.get(str(upstream_cfg.get("api_key_env") or DEFAULT_KEY_ENV))
     upstream = Upstream(upstream_cfg["url"], key, float(upstream_cfg.get("timeout_s", 600)))
@@ -420,15 +453,7 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
         timer.daemon = True
         timer.start()
     relay_cfg = job.get("relay")
-    link = None
-    if relay_cfg:
-        link = RelayLink(
-            relay_cfg["url"],
-            relay_cfg["token"],
-            float(relay_cfg.get("connect_timeout_s", 5)),
-            float(relay_cfg.get("reconnect_window_s", 30)),
-            on_cancel=upstream.abort,
-        )
+    link = _open_link(relay_cfg, upstream.abort) if relay_cfg else None
     events: list[dict[str, Any]] = []
 
     def emit(message: dict[str, Any]) -> None:

@@ -256,22 +256,41 @@ def _closed_port() -> int:
 
 
 def main() -> int:
+    """Three dispatches in a row through the real SDK; JSON: their errors, the seconds they
+    took, and how many executors were built and never shut down (a timed-out call must not
+    run later and leave one behind)."""
     sys.addaudithook(_loopback_only)
     from relay.dispatch import Dispatcher, DispatchError
     from relay.globus import EndpointExecutor, GlobusOptions
 
     timeout = float(sys.argv[1]) if len(sys.argv) > 1 else 2.0
-    endpoint = "00000000-0000-4000-8000-000000000002"
-    options = GlobusOptions(endpoint)
-    dispatcher = Dispatcher(lambda: EndpointExecutor(options), "Globus Compute", timeout)
+    options = GlobusOptions("00000000-0000-4000-8000-000000000002")
+    built: list[EndpointExecutor] = []
+    shut: list[EndpointExecutor] = []
+
+    class Counted(EndpointExecutor):
+        def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+            shut.append(self)
+            super().shutdown(wait, cancel_futures=cancel_futures)
+
+    def make() -> EndpointExecutor:
+        built.append(executor := Counted(options))
+        return executor
+
+    dispatcher = Dispatcher(make, "Globus Compute", timeout)
     started = time.monotonic()
-    try:
-        dispatcher.submit({"upstream": {}, "body": {}})
-        outcome = {"error": None}
-    except DispatchError as exc:
-        outcome = {"error": str(exc)}
-    outcome["seconds"] = round(time.monotonic() - started, 2)
-    print(json.dumps(outcome), flush=True)
+    errors: list[str | None] = []
+    for _ in range(3):
+        try:
+            dispatcher.submit({"upstream": {}, "body": {}})
+            errors.append(None)
+        except DispatchError as exc:
+            errors.append(str(exc))
+    seconds = round(time.monotonic() - started, 2)
+    # Let the stuck call give up (GLOBUS_SDK_HTTP_TIMEOUT) and anything queued behind it run.
+    dispatcher._sdk.submit(lambda: None).result(timeout=300)
+    left = len(built) - len(shut)  # built and never shut down
+    print(json.dumps({"errors": errors, "seconds": seconds, "left_running": left}), flush=True)
     return 0
 
 
