@@ -11,26 +11,19 @@ from typing import Any
 
 import pytest
 
-from relay import protocol
 from relay.consumer import HpcStream, StreamError, StreamTimeouts
 from relay.dispatch import Dispatcher, ResultUnavailable, TaskHandle
 from relay.local_endpoint import LocalExecutor
 from relay.worker import run_worker
 from tests.servers import Stub, free_port
-from tests.servers.relay import start_relay, token, ws_url
+from tests.servers.relay import start_relay, token, worker_job, ws_url
 
 pytestmark = pytest.mark.integration
 
 
 def _job(stub: Stub, relay_base: str, channel: str, text: str, **extra: Any) -> dict[str, Any]:
     return {
-        "upstream": {"url": f"{stub.url}/v1", "timeout_s": 30},
-        "body": {"model": "m", "messages": [{"role": "user", "content": text}]},
-        "relay": {
-            "url": relay_base + protocol.channel_path(channel, "produce"),
-            "token": token(channel, "produce"),
-            "reconnect_window_s": 0.5,
-        },
+        **worker_job(f"{stub.url}/v1", relay_base, channel, text, reconnect_window_s=0.5),
         **extra,
     }
 

@@ -13,11 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from relay import protocol
 from relay.consumer import HpcStream, StreamError, StreamTimeouts
 from relay.worker import run_worker
 from tests.servers import Service, Stub, free_port
-from tests.servers.relay import start_relay, token, ws_url
+from tests.servers.relay import start_relay, token, worker_job, ws_url
 
 pytestmark = pytest.mark.integration
 
@@ -32,16 +31,8 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 
 
 def _job(stub: Stub, relay_base: str, channel: str, text: str, **relay: Any) -> dict[str, Any]:
-    return {
-        "upstream": {"url": f"{stub.url}/v1", "timeout_s": 30},
-        "body": {"model": "m", "messages": [{"role": "user", "content": text}]},
-        "relay": {
-            "url": relay_base + protocol.channel_path(channel, "produce"),
-            "token": token(channel, "produce"),
-            "reconnect_window_s": 10,
-            **relay,
-        },
-    }
+    settings = {"reconnect_window_s": 10, **relay}
+    return worker_job(f"{stub.url}/v1", relay_base, channel, text, **settings)
 
 
 def _stream(relay_base: str, channel: str, future: Future[Any], **timeouts: float) -> HpcStream:

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from relay import protocol
 from tests.servers import Service, free_port, start_service
@@ -44,6 +45,22 @@ def token(channel: str, role: protocol.Role, ttl_s: float = 300) -> str:
 
 def auth(channel: str, role: protocol.Role) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(channel, role)}"}
+
+
+def worker_job(
+    upstream_url: str, relay_base: str, channel: str, text: str, **relay: Any
+) -> dict[str, Any]:
+    """A worker job asking `upstream_url` about `text`, streaming into `channel` of the relay
+    at `relay_base` with a test producer token; `relay` adds or overrides relay settings."""
+    return {
+        "upstream": {"url": upstream_url, "timeout_s": 30},
+        "body": {"model": "m", "messages": [{"role": "user", "content": text}]},
+        "relay": {
+            "url": relay_base + protocol.channel_path(channel, "produce"),
+            "token": token(channel, "produce"),
+            **relay,
+        },
+    }
 
 
 def main(argv: Sequence[str]) -> int:
