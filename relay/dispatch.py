@@ -232,7 +232,7 @@ class Dispatcher:
             return
         error = done.exception()
         if error is None:
-            handle.settle(result=done.result())
+            handle.settle(*_checked(done.result()))
         elif submitted:
             from globus_compute_sdk.errors import TaskExecutionFailed
 
@@ -293,6 +293,16 @@ class Dispatcher:
         with self._lock:
             self._discard(self._executor)
         self._sdk.stop()
+
+
+def _checked(result: Any) -> tuple[Any, DispatchError | None]:
+    """A result whose events were left out (too large for Globus) leaves the relay to finish,
+    if it took them all."""
+    if not (isinstance(result, dict) and result.get("omitted")):
+        return result, None
+    if result.get("relayed"):
+        return None, ResultUnavailable("the answer outgrew the HPC task's result", 502)
+    return None, DispatchError("the answer outgrew the HPC task's result and was lost", 502)
 
 
 def _shut_down(executor: TaskExecutor) -> None:

@@ -8,7 +8,9 @@ event in its result, which the proxy uses as the batch fallback.
 
 The result is a dict: ``events`` (every message, in sequence order, exactly as sent to the
 relay), ``cancelled``, ``relayed`` (the relay took every event) and ``worker`` (host, pid).
-It goes back as JSON. Keep it runnable on Python 3.9+: endpoints often lag behind the proxy.
+It goes back as JSON. Events that would not fit Globus Compute's result limit are left out
+(``omitted``: true, ``events`` empty): the relay has them, or nobody does.
+Keep it runnable on Python 3.9+: endpoints often lag behind the proxy.
 
 What the job may not do, checked here because the endpoint runs whatever it is sent:
 - carry the model server's key: the worker reads it from the endpoint's environment
@@ -43,6 +45,9 @@ FORWARDED_DELTA_KEYS = ("content", "tool_calls", "reasoning_content")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 UPSTREAM_HOSTS_ENV = "TIERWISE_UPSTREAM_HOSTS"
 DEFAULT_KEY_ENV = "VLLM_API_KEY"
+# Globus Compute refuses results over 10 MiB; one event per token reaches that on long
+# tool-call streams. Above this the result leaves the events to the relay (see run_worker).
+RESULT_BUDGET_BYTES = 9 * 1024 * 1024
 
 
 class UpstreamError(Exception):
@@ -487,9 +492,9 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
     relayed = False
     if link is not None:
         relayed = link.finish(0.0 if cancelled else float((relay_cfg or {}).get("drain_s", 2)))
-    return {
-        "events": events,
-        "cancelled": cancelled,
-        "relayed": relayed,
-        "worker": worker,
-    }
+    result = {"events": events, "cancelled": cancelled, "relayed": relayed, "worker": worker}
+    budget = int(job.get("result_budget_bytes") or RESULT_BUDGET_BYTES)
+    if len(json.dumps(events, separators=(",", ":"))) > budget:
+        # Over the limit the endpoint would replace the whole result with an error.
+        result.update(events=[], omitted=True)
+    return result

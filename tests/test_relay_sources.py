@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from relay.consumer import HpcStream, StreamError, StreamTimeouts
-from relay.dispatch import Dispatcher, ResultUnavailable, TaskHandle
+from relay.dispatch import Dispatcher, DispatchError, ResultUnavailable, TaskHandle
 from relay.local_endpoint import LocalExecutor
 from relay.worker import run_worker
 from tests.servers import Stub, free_port
@@ -101,3 +101,26 @@ def test_a_caller_leaving_never_cancels_the_sdks_future(
         assert result["events"][-1]["type"] == "done"
     finally:
         dispatcher.close()
+
+
+def test_an_answer_too_large_for_the_result_finishes_from_the_relay(
+    tmp_path: Path, stub_factory: Callable[..., Stub]
+) -> None:
+    stub, relay = stub_factory("vllm"), start_relay(tmp_path)
+    dispatcher = Dispatcher(lambda: LocalExecutor(1), "the local executor", 30)
+    words = " ".join(f"w{i}" for i in range(40))
+    try:
+        # A small budget stands in for Globus Compute's 10 MiB result limit.
+        relayed = _job(stub, ws_url(relay), "chan-bigres", words, result_budget_bytes=200)
+        handle = dispatcher.submit(relayed)
+        text, stream = _read(ws_url(relay), "chan-bigres", handle)
+        assert text == f"[vllm] {words}"
+        assert stream.source_counts["result"] == 0
+        with pytest.raises(ResultUnavailable, match="outgrew the HPC task's result"):
+            handle.result(timeout=60)
+        lost = dict(relayed, relay=None)  # nothing took the events: the answer is lost
+        with pytest.raises(DispatchError, match="outgrew the HPC task's result and was lost"):
+            dispatcher.submit(lost).result(timeout=60)
+    finally:
+        dispatcher.close()
+        relay.stop()
