@@ -156,3 +156,20 @@ def test_doctor_names_missing_credentials(monkeypatch: pytest.MonkeyPatch, tmp_p
     code, lines = admin.main_doctor(ENDPOINT, None, timeout_s=5)
     assert code == 1
     assert lines[0].startswith("fail  environment: set GLOBUS_COMPUTE_CLIENT_SECRET")
+
+
+def test_endpoint_settings_and_json_data_reach_the_service(stack: Stack) -> None:
+    provider = HpcProvider()
+    settings = {
+        "user_endpoint_config": {"partition": "gpu", "walltime": "00:10:00"},
+        "resource_specification": {"num_nodes": 1},
+    }
+    answer = asyncio.run(_ask(provider, stack, "configured request", **settings))
+    assert answer == "[vllm] configured request"
+    (batch,) = [b for b in stack.service.batches if "configured request" in str(b)]
+    assert batch["user_endpoint_config"] == settings["user_endpoint_config"]
+    assert batch["resource_specification"] == settings["resource_specification"]
+    assert batch["result_serializers"] == ["globus_compute_sdk.serialize.concretes.JSONData"]
+    (payload,) = batch["tasks"][stack.function_id]
+    assert "11\n" in payload  # the job travels as JSON data, which the endpoint allows
+    assert "api_key" not in payload.replace("api_key_env", "")  # no model-server key

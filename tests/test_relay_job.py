@@ -3,14 +3,17 @@ tokens in clear, or run after the proxy stopped waiting for it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from relay.worker import run_worker
 from tests.servers import Stub
+from tests.servers.relay import start_relay, token, worker_job, ws_url
 
 pytestmark = pytest.mark.integration
 
@@ -22,6 +25,14 @@ def _job(stub: Stub, **extra: Any) -> dict[str, Any]:
         "relay": None,
         **extra,
     }
+
+
+def _aborted(stub: Stub) -> bool:
+    """Whether the stub saw its one request hang up mid-stream (it notices within moments)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not stub.requests()[0].get("aborted"):
+        time.sleep(0.1)
+    return stub.requests()[0].get("aborted") is True
 
 
 def _error(result: dict[str, Any]) -> str:
@@ -89,13 +100,54 @@ def test_generation_stops_at_the_finish_deadline(stub_factory: Callable[..., Stu
     job["body"]["messages"][0]["content"] = " ".join(f"w{i}" for i in range(60))
     result = run_worker(job)
     assert _error(result) == "the job reached its deadline"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not stub.requests()[0].get("aborted"):
-        time.sleep(0.1)
-    assert stub.requests()[0].get("aborted") is True  # vLLM was told to stop
+    assert _aborted(stub)  # vLLM was told to stop
 
 
 def test_a_probe_reports_the_node_without_calling_the_model() -> None:
     node = run_worker({"probe": True})["probe"]
     assert node["python"] and node["host"]
     assert node["websockets"]  # installed here, as it must be on compute nodes
+
+
+def test_an_expired_producer_token_stops_generation(
+    tmp_path: Path, stub_factory: Callable[..., Stub]
+) -> None:
+    """The relay answers 401: nobody can receive this answer, so vLLM is told to stop."""
+    stub, relay = stub_factory("vllm"), start_relay(tmp_path)
+    stub.control(token_delay_ms=200)
+    try:
+        job = worker_job(f"{stub.url}/v1", ws_url(relay), "chan-expired", "w " * 40)
+        job["relay"]["token"] = token("chan-expired", "produce", ttl_s=-10)
+        result = run_worker(job)
+        assert result["cancelled"] is True
+        assert _aborted(stub)
+    finally:
+        relay.stop()
+
+
+def test_settings_refuse_a_relay_in_clear_and_a_key_in_the_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from litellm.llms.custom_llm import CustomLLMError
+
+    from relay.provider import HpcProvider, parse_settings
+
+    with pytest.raises(CustomLLMError, match="relay_url must be wss:// off loopback"):
+        parse_settings({"relay_url": "ws://relay.example.edu", "dispatch": "local"})
+    allowed = {"relay_url": "ws://relay.example.edu", "dispatch": "local"}
+    assert parse_settings({**allowed, "allow_insecure_relay": True}).allow_insecure_relay
+    monkeypatch.setenv("TIERWISE_RELAY_SECRET", "s" * 32)
+    call = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "api_base": "http://127.0.0.1:8000/v1",
+        "api_key": "sk-vllm",
+        "optional_params": {"hpc": {"relay_url": "ws://127.0.0.1:1", "dispatch": "local"}},
+    }
+
+    async def ask() -> None:
+        async for _ in HpcProvider().astreaming(**call):
+            pass
+
+    with pytest.raises(CustomLLMError, match="set VLLM_API_KEY in the endpoint's environment"):
+        asyncio.run(ask())

@@ -115,6 +115,7 @@ class StandInService:
         self.functions: dict[str, str] = {}
         self.allowed_functions: set[str] | None = None  # None: allow every registered one
         self.submissions: list[int] = []  # the HTTP status each batch submission got
+        self.batches: list[dict[str, Any]] = []  # each accepted submission's body
         self.tasks_run: list[str] = []
         self._faults_used: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -159,6 +160,8 @@ class StandInService:
         if status is not None:
             code = FAULT_CODES.get(status, "INTERNAL_ERROR")
             return status, {"code": code, "message": f"stand-in refusal: {code}"}
+        with self._lock:
+            self.batches.append(body)
         for function_id, payloads in body["tasks"].items():
             tasks[function_id] = []
             for payload in payloads:
