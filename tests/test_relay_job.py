@@ -115,14 +115,14 @@ def test_an_expired_producer_token_stops_generation(
     """The relay answers 401: nobody can receive this answer, so vLLM is told to stop."""
     stub, relay = stub_factory("vllm"), start_relay(tmp_path)
     stub.control(token_delay_ms=200)
+    job = worker_job(f"{stub.url}/v1", ws_url(relay), "chan-expired", "w " * 40)
+    job["relay"]["token"] = token("chan-expired", "produce", ttl_s=-10)
     try:
-        job = worker_job(f"{stub.url}/v1", ws_url(relay), "chan-expired", "w " * 40)
-        job["relay"]["token"] = token("chan-expired", "produce", ttl_s=-10)
         result = run_worker(job)
-        assert result["cancelled"] is True
-        assert _aborted(stub)
     finally:
         relay.stop()
+    assert result["cancelled"] is True
+    assert _aborted(stub)
 
 
 def test_settings_refuse_a_relay_in_clear_and_a_key_in_the_task(

@@ -4,7 +4,7 @@ lost, and a refused job's error through the relay when its result never comes.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -15,10 +15,17 @@ from relay.consumer import HpcStream, StreamError, StreamTimeouts
 from relay.dispatch import Dispatcher, DispatchError, ResultUnavailable, TaskHandle
 from relay.local_endpoint import LocalExecutor
 from relay.worker import run_worker
-from tests.servers import Stub, free_port
+from tests.servers import Service, Stub, free_port
 from tests.servers.relay import start_relay, token, worker_job, ws_url
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[Service]:
+    service = start_relay(tmp_path)
+    yield service
+    service.stop()
 
 
 def _job(stub: Stub, relay_base: str, channel: str, text: str, **extra: Any) -> dict[str, Any]:
@@ -46,19 +53,16 @@ def _lost() -> TaskHandle:
 
 
 def test_a_lost_result_channel_leaves_the_relay_to_finish(
-    tmp_path: Path, stub_factory: Callable[..., Stub]
+    relay: Service, stub_factory: Callable[..., Stub]
 ) -> None:
-    stub, relay = stub_factory("vllm"), start_relay(tmp_path)
+    stub = stub_factory("vllm")
     stub.control(token_delay_ms=20)
-    try:
-        with ThreadPoolExecutor(1) as pool:
-            worker = pool.submit(run_worker, _job(stub, ws_url(relay), "chan-lostres", "a b c d"))
-            text, stream = _read(ws_url(relay), "chan-lostres", _lost())
-            assert worker.result(30)["relayed"] is True
-        assert text == "[vllm] a b c d"
-        assert stream.source_counts["result"] == 0
-    finally:
-        relay.stop()
+    with ThreadPoolExecutor(1) as pool:
+        worker = pool.submit(run_worker, _job(stub, ws_url(relay), "chan-lostres", "a b c d"))
+        text, stream = _read(ws_url(relay), "chan-lostres", _lost())
+        assert worker.result(30)["relayed"] is True
+    assert text == "[vllm] a b c d"
+    assert stream.source_counts["result"] == 0
 
 
 def test_with_both_sources_gone_the_error_comes_at_once() -> None:
@@ -71,19 +75,16 @@ def test_with_both_sources_gone_the_error_comes_at_once() -> None:
 
 
 def test_a_refused_job_says_why_through_the_relay(
-    tmp_path: Path, stub_factory: Callable[..., Stub]
+    relay: Service, stub_factory: Callable[..., Stub]
 ) -> None:
     """Its result may never come (result channel blocked): the relay carries the error."""
-    stub, relay = stub_factory("vllm"), start_relay(tmp_path)
-    try:
-        late = _job(stub, ws_url(relay), "chan-toolate", "hi", deadline={"start_by": 1.0})
-        with ThreadPoolExecutor(1) as pool:
-            pool.submit(run_worker, late)
-            with pytest.raises(StreamError, match="after its deadline"):
-                _read(ws_url(relay), "chan-toolate", Future())  # a result that never comes
-        assert stub.requests() == []
-    finally:
-        relay.stop()
+    stub = stub_factory("vllm")
+    late = _job(stub, ws_url(relay), "chan-toolate", "hi", deadline={"start_by": 1.0})
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(run_worker, late)
+        with pytest.raises(StreamError, match="after its deadline"):
+            _read(ws_url(relay), "chan-toolate", Future())  # a result that never comes
+    assert stub.requests() == []
 
 
 def test_a_caller_leaving_never_cancels_the_sdks_future(
@@ -104,9 +105,9 @@ def test_a_caller_leaving_never_cancels_the_sdks_future(
 
 
 def test_an_answer_too_large_for_the_result_finishes_from_the_relay(
-    tmp_path: Path, stub_factory: Callable[..., Stub]
+    relay: Service, stub_factory: Callable[..., Stub]
 ) -> None:
-    stub, relay = stub_factory("vllm"), start_relay(tmp_path)
+    stub = stub_factory("vllm")
     dispatcher = Dispatcher(lambda: LocalExecutor(1), "the local executor", 30)
     words = " ".join(f"w{i}" for i in range(40))
     try:
@@ -123,4 +124,3 @@ def test_an_answer_too_large_for_the_result_finishes_from_the_relay(
             dispatcher.submit(lost).result(timeout=60)
     finally:
         dispatcher.close()
-        relay.stop()
