@@ -290,8 +290,12 @@ class Dispatcher:
         self._sdk.submit(_shut_down, executor)
 
     def close(self) -> None:
+        """Stop for good: nobody will read the open futures, so the SDK may drop them (its
+        result watcher would otherwise hold the process open until they resolve)."""
         with self._lock:
-            self._discard(self._executor)
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            self._sdk.submit(lambda: executor.shutdown(wait=False, cancel_futures=True))
         self._sdk.stop()
 
 
