@@ -65,6 +65,8 @@ def plan_tiers(env: Mapping[str, str]) -> list[TierPlan]:
             "relay_url": env["TIERWISE_RELAY_URL"],
             "endpoint_id": env["TIERWISE_HPC_ENDPOINT_ID"],
         }
+        if env.get("TIERWISE_HPC_FUNCTION_ID"):  # from `tierwise hpc register`
+            relay["function_id"] = env["TIERWISE_HPC_FUNCTION_ID"]
         params = {"model": f"hpc/{hpc_model}", "api_base": base, "hpc": relay}
         source = f"{hpc_model} via relay {env['TIERWISE_RELAY_URL']} (Globus Compute)"
         plans.append(TierPlan("hpc", params, source))

@@ -26,6 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from relay import protocol
+from relay.dispatch import DispatchError, ResultUnavailable
 
 log = logging.getLogger("tierwise.relay.consumer")
 
@@ -91,7 +92,7 @@ class HpcStream:
         pump = asyncio.create_task(self._pump())
         try:
             while True:
-                if self.future.done():
+                if self.future.done() and not self._relay_only():
                     for event in self._from_result():
                         yield event
                     return
@@ -166,11 +167,22 @@ class HpcStream:
                 )
         return min(1.0, t.total_s - elapsed)
 
+    def _relay_only(self) -> bool:
+        """The task runs but its result will not come (Globus' result channel is lost):
+        finish from the relay while it lasts."""
+        return (
+            not self.future.cancelled()
+            and isinstance(self.future.exception(), ResultUnavailable)
+            and not self.relay_gave_up
+        )
+
     def _from_result(self) -> list[dict[str, Any]]:
         """The rest of the stream from the task's result, or StreamError if the task failed."""
         if self.future.cancelled():
             raise StreamError(502, "the HPC job was cancelled")
         error = self.future.exception()
+        if isinstance(error, DispatchError):  # refused, or lost: the dispatcher's own words
+            raise StreamError(error.status_code, f"HPC tier unavailable: {error}")
         if error is not None:
             raise StreamError(502, f"the HPC job failed: {_last_line(error)}")
         payload = self.future.result()

@@ -21,9 +21,11 @@ import os
 import secrets
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from types import FrameType
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from litellm import CustomLLM
@@ -31,9 +33,12 @@ from litellm.llms.custom_llm import CustomLLMError
 from litellm.types.utils import Choices, GenericStreamingChunk, Message, ModelResponse, Usage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from relay import protocol
+from relay import globus, protocol
 from relay.consumer import HpcStream, StreamError, StreamTimeouts
-from relay.dispatch import Dispatcher, DispatchError, LocalExecutor, globus_executor
+from relay.dispatch import Dispatcher, DispatchError, TaskExecutor
+from relay.globus import GlobusOptions
+from relay.local_endpoint import LocalExecutor
+from relay.worker import DEFAULT_KEY_ENV, LOOPBACK
 
 T = TypeVar("T")
 SETTINGS_KEY = "hpc"
@@ -50,8 +55,35 @@ class HpcSettings(BaseModel):
     worker_relay_url: str | None = Field(
         None, description="the relay as the GPU node sees it (default: relay_url)"
     )
+    allow_insecure_relay: bool = Field(
+        False, description="allow ws:// to a relay off loopback (development only)"
+    )
     dispatch: Literal["globus", "local"] = "globus"
     endpoint_id: str | None = Field(None, description="Globus Compute endpoint UUID (globus)")
+    function_id: str | None = Field(
+        None,
+        description="the worker registered once with `tierwise hpc register` (needed by "
+        "endpoints with allowed_functions); unset: registered by each proxy process",
+    )
+    api_key_env: str = Field(
+        DEFAULT_KEY_ENV, description="env var *on the endpoint* holding vLLM's key, if any"
+    )
+    user_endpoint_config: dict[str, Any] | None = Field(
+        None, description="values for the endpoint's config template (partition, walltime...)"
+    )
+    resource_specification: dict[str, Any] | None = Field(
+        None, description="per-task resources, e.g. {num_nodes: 1, ranks_per_node: 1}"
+    )
+    amqp_port: int | None = Field(
+        None, ge=1, le=65535, description="result channel port (443 where 5671 is blocked)"
+    )
+    api_burst_limit: int = Field(8, ge=1, le=8, description="submissions per burst window")
+    api_burst_window_s: int = Field(
+        4, ge=1, le=32, description="burst window; 8 per 4 s = the service's 20 per 10 s"
+    )
+    batch_size: int = Field(
+        1, ge=1, le=128, description="tasks per submission; a refused batch fails all of them"
+    )
     local_workers: int = Field(4, ge=1, le=64, description="parallel tasks (dispatch: local)")
     relay_secret_env: str = Field(
         "TIERWISE_RELAY_SECRET", description="env var holding the relay's shared secret"
@@ -59,7 +91,12 @@ class HpcSettings(BaseModel):
     token_ttl_s: float = Field(3600, gt=0)
     sdk_timeout_s: float = Field(30, gt=0, description="deadline for each Globus SDK call")
     accept_timeout_s: float = Field(60, gt=0)
-    start_timeout_s: float = Field(600, gt=0)
+    start_timeout_s: float = Field(
+        600, gt=0, description="first token by then (batch queue wait); the job expires then"
+    )
+    generation_timeout_s: float | None = Field(
+        None, gt=0, description="time to generate after the start (default: the call's timeout)"
+    )
     connect_timeout_s: float = Field(5, gt=0)
     reconnect_window_s: float = Field(30, ge=0)
     drain_s: float = Field(2, ge=0, description="worker's wait for the relay after the end")
@@ -68,11 +105,23 @@ class HpcSettings(BaseModel):
     def _check(self) -> HpcSettings:
         for name in ("relay_url", "worker_relay_url"):
             value = getattr(self, name)
-            if value is not None and not value.startswith(("ws://", "wss://")):
+            if value is None:
+                continue
+            if not value.startswith(("ws://", "wss://")):
                 raise ValueError(f"{name} must start with ws:// or wss:// (got {value!r})")
+            host = urlsplit(value).hostname or ""
+            if value.startswith("ws://") and host not in LOOPBACK and not self.allow_insecure_relay:
+                raise ValueError(
+                    f"{name} must be wss:// off loopback (tokens and prompts would cross the "
+                    "network in clear); set allow_insecure_relay: true only for development"
+                )
         if self.dispatch == "globus" and not self.endpoint_id:
             raise ValueError("dispatch 'globus' needs endpoint_id (the endpoint's UUID)")
         return self
+
+    def globus_options(self) -> GlobusOptions:
+        chosen = self.model_dump(include=set(globus.EXECUTOR_SETTINGS))
+        return GlobusOptions(endpoint_id=str(self.endpoint_id), **chosen)
 
 
 def parse_settings(raw: Any) -> HpcSettings:
@@ -138,15 +187,23 @@ class HpcProvider(CustomLLM):
             raise CustomLLMError(
                 400, "set litellm_params.api_base to the model server's URL as the GPU node sees it"
             )
+        if call.get("api_key"):
+            raise CustomLLMError(
+                400,
+                "remove litellm_params.api_key from hpc deployments: the key would travel in "
+                f"every task; set {settings.api_key_env} in the endpoint's environment instead",
+            )
         channel = secrets.token_urlsafe(18)
         body = {k: v for k, v in optional.items() if k not in DROPPED_PARAMS}
         body["model"] = call["model"]
         body["messages"] = json.loads(json.dumps(call["messages"], default=_jsonable))
+        generation_s = settings.generation_timeout_s or _seconds(call.get("timeout"), 600.0)
+        now = time.time()
         job = {
             "upstream": {
                 "url": api_base,
-                "api_key": call.get("api_key"),
-                "timeout_s": _seconds(call.get("timeout"), 600.0),
+                "api_key_env": settings.api_key_env,
+                "timeout_s": generation_s,
             },
             "body": body,
             "relay": {
@@ -156,14 +213,19 @@ class HpcProvider(CustomLLM):
                 "connect_timeout_s": settings.connect_timeout_s,
                 "reconnect_window_s": settings.reconnect_window_s,
                 "drain_s": settings.drain_s,
+                "allow_insecure": settings.allow_insecure_relay,
+            },
+            # The worker exits unused if it starts after we stopped waiting for it.
+            "deadline": {
+                "start_by": now + settings.start_timeout_s,
+                "finish_by": now + settings.start_timeout_s + generation_s,
             },
         }
         dispatcher = self._dispatcher(settings)
         try:
             future = await asyncio.to_thread(dispatcher.submit, job)
         except DispatchError as exc:
-            raise CustomLLMError(503, f"HPC tier unavailable: {exc}") from None
-        total = _seconds(call.get("timeout"), 600.0)
+            raise CustomLLMError(exc.status_code, f"HPC tier unavailable: {exc}") from None
         stream = HpcStream(
             settings.relay_url,
             channel,
@@ -173,8 +235,8 @@ class HpcProvider(CustomLLM):
                 connect_s=settings.connect_timeout_s,
                 reconnect_window_s=settings.reconnect_window_s,
                 accept_s=settings.accept_timeout_s,
-                start_s=min(settings.start_timeout_s, total),
-                total_s=total,
+                start_s=settings.start_timeout_s,
+                total_s=settings.start_timeout_s + generation_s,
             ),
         )
         usage: dict[str, Any] | None = None
@@ -197,25 +259,15 @@ class HpcProvider(CustomLLM):
     def _dispatcher(self, settings: HpcSettings) -> Dispatcher:
         key = (
             settings.dispatch,
-            settings.endpoint_id,
+            settings.globus_options() if settings.dispatch == "globus" else None,
+            settings.function_id,
             settings.local_workers,
             settings.sdk_timeout_s,
         )
         with self._lock:
             dispatcher = self._dispatchers.get(key)
             if dispatcher is None:
-                if settings.dispatch == "local":
-                    workers = settings.local_workers
-                    dispatcher = Dispatcher(
-                        lambda: LocalExecutor(workers), "the local executor", settings.sdk_timeout_s
-                    )
-                else:
-                    endpoint = str(settings.endpoint_id)
-                    dispatcher = Dispatcher(
-                        lambda: globus_executor(endpoint),
-                        f"Globus Compute (endpoint {endpoint})",
-                        settings.sdk_timeout_s,
-                    )
+                dispatcher = _new_dispatcher(settings)
                 self._dispatchers[key] = dispatcher
             return dispatcher
 
@@ -258,6 +310,28 @@ async def _unless_client_leaves(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     return task.result()
+
+
+def _new_dispatcher(settings: HpcSettings) -> Dispatcher:
+    if settings.dispatch == "local":
+        workers = settings.local_workers
+        functions: dict[str, str] = {}  # the "service's" registry outlives an executor
+
+        def local() -> TaskExecutor:
+            return LocalExecutor(workers, functions=functions)
+
+        return Dispatcher(local, "the local executor", settings.sdk_timeout_s)
+    options = settings.globus_options()
+
+    def remote() -> TaskExecutor:
+        return globus.EndpointExecutor(options)
+
+    return Dispatcher(
+        remote,
+        f"Globus Compute (endpoint {options.endpoint_id})",
+        settings.sdk_timeout_s,
+        function_id=settings.function_id,
+    )
 
 
 def _secret(settings: HpcSettings) -> bytes:

@@ -8,7 +8,20 @@ event in its result, which the proxy uses as the batch fallback.
 
 The result is a dict: ``events`` (every message, in sequence order, exactly as sent to the
 relay), ``cancelled``, ``relayed`` (the relay took every event) and ``worker`` (host, pid).
+It goes back as JSON. Events that would not fit Globus Compute's result limit are left out
+(``omitted``: true, ``events`` empty): the relay has them, or nobody does.
 Keep it runnable on Python 3.9+: endpoints often lag behind the proxy.
+
+What the job may not do, checked here because the endpoint runs whatever it is sent:
+- carry the model server's key: the worker reads it from the endpoint's environment
+  (``VLLM_API_KEY``, or the variable the job names), so task payloads and logs never hold it;
+- send tokens in clear: the relay must be ``wss://`` unless it is on loopback or the job
+  says ``allow_insecure`` (development);
+- call any host: the model server must be on loopback or listed in the endpoint's
+  ``TIERWISE_UPSTREAM_HOSTS`` (comma-separated host or host:port);
+- run late: a job that starts after ``deadline.start_by`` (the proxy has given up on it)
+  exits without calling the model server; one still generating at ``deadline.finish_by``
+  stops; a relay that answers 401 (token expired) or 410 (consumer gone) stops it too.
 """
 
 from __future__ import annotations
@@ -32,6 +45,12 @@ KEEPALIVE_S = 20.0  # ping the relay this often; no pong within as long: reconne
 # within a quarter second of the relay being reachable, well inside its 2 s producer grace.
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.05, 0.25
 FORWARDED_DELTA_KEYS = ("content", "tool_calls", "reasoning_content")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+UPSTREAM_HOSTS_ENV = "TIERWISE_UPSTREAM_HOSTS"
+DEFAULT_KEY_ENV = "VLLM_API_KEY"
+# Globus Compute refuses results over 10 MiB; one event per token reaches that on long
+# tool-call streams. Above this the result leaves the events to the relay (see run_worker).
+RESULT_BUDGET_BYTES = 9 * 1024 * 1024
 
 
 class UpstreamError(Exception):
@@ -160,11 +179,11 @@ class RelayLink:
                 hello = json.loads(conn.recv(timeout=self.connect_timeout_s))
             except InvalidStatus as exc:
                 status = exc.response.status_code
-                if status == 410:  # the channel ended: the consumer cancelled
+                if status in (401, 410):  # token expired, or the consumer cancelled
                     self._cancel()
                     return
                 # 409: the relay ended our stream after losing us; the result carries it.
-                if status in (401, 403, 404, 409):  # retrying cannot help
+                if status in (403, 404, 409):  # retrying cannot help
                     self.gave_up.set()
                     return
                 conn = None
@@ -338,26 +357,119 @@ def _delta_messages(chunk: dict[str, Any]) -> tuple[list[dict[str, Any]], str | 
     return messages, finish
 
 
+class JobRefused(Exception):
+    """The job asks for something this endpoint does not allow (see the module docstring)."""
+
+
+def _host_port(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return host, f"{host}:{parts.port}" if parts.port else host
+
+
+def _in_clear(relay_cfg: dict[str, Any] | None) -> bool:
+    """A ws:// relay off loopback that the job did not explicitly allow."""
+    if not relay_cfg:
+        return False
+    url = str(relay_cfg["url"])
+    insecure = url.startswith("ws://") and not relay_cfg.get("allow_insecure")
+    return insecure and _host_port(url)[0] not in LOOPBACK
+
+
+def check_job(job: dict[str, Any], now: float) -> None:
+    """Raise JobRefused when the job breaks one of this endpoint's rules."""
+    if "api_key" in job["upstream"]:
+        raise JobRefused(
+            "the job carries a model-server key; set it in the endpoint's environment instead"
+        )
+    host, host_port = _host_port(job["upstream"]["url"])
+    allowed = {h.strip() for h in os.environ.get(UPSTREAM_HOSTS_ENV, "").split(",") if h.strip()}
+    if host not in LOOPBACK and not {host, host_port} & allowed:
+        raise JobRefused(
+            f"model server {host_port!r} is not on loopback nor in this endpoint's "
+            f"{UPSTREAM_HOSTS_ENV}"
+        )
+    if _in_clear(job.get("relay")):
+        raise JobRefused("the relay must be wss://: tokens would cross the network in clear")
+    start_by = (job.get("deadline") or {}).get("start_by")
+    if start_by is not None and now > float(start_by):
+        raise JobRefused(f"the job started {now - float(start_by):.0f}s after its deadline")
+
+
+def probe() -> dict[str, Any]:
+    """What `tierwise hpc doctor` learns from one task: this node's Python and websockets."""
+    try:
+        import websockets
+
+        ws_version: str | None = getattr(websockets, "__version__", "unknown")
+    except ImportError:
+        ws_version = None
+    import platform
+
+    return {
+        "python": platform.python_version(),
+        "websockets": ws_version,
+        "host": socket.gethostname(),
+        "upstream_hosts": os.environ.get(UPSTREAM_HOSTS_ENV, ""),
+    }
+
+
+def _open_link(relay_cfg: dict[str, Any], on_cancel: Callable[[], None] | None) -> RelayLink:
+    return RelayLink(
+        relay_cfg["url"],
+        relay_cfg["token"],
+        float(relay_cfg.get("connect_timeout_s", 5)),
+        float(relay_cfg.get("reconnect_window_s", 30)),
+        on_cancel=on_cancel,
+    )
+
+
+def _refuse(job: dict[str, Any], message: str, worker: dict[str, Any]) -> dict[str, Any]:
+    """End a refused job with an error, through the relay too where that is allowed: the
+    proxy may never see this task's result (a blocked result channel)."""
+    error: dict[str, Any] = {"type": "error", "message": message, "status": None}
+    relay_cfg = job.get("relay")
+    if not relay_cfg or _in_clear(relay_cfg):
+        return {
+            "events": [dict(error, seq=1)],
+            "cancelled": False,
+            "relayed": False,
+            "worker": worker,
+        }
+    link = _open_link(relay_cfg, None)
+    event = link.emit(error)
+    wait_s = float(relay_cfg.get("drain_s", 2)) + float(relay_cfg.get("connect_timeout_s", 5))
+    relayed = link.finish(wait_s)
+    return {"events": [event], "cancelled": False, "relayed": relayed, "worker": worker}
+
+
 def run_worker(job: dict[str, Any]) -> dict[str, Any]:
     """Run one chat request on this node and stream it; see the module docstring.
 
-    job = {"upstream": {"url", "api_key", "timeout_s"}, "body": {...OpenAI chat request...},
-           "relay": {"url", "token", "connect_timeout_s", "reconnect_window_s", "drain_s"} or None}
+    job = {"upstream": {"url", "api_key_env", "timeout_s"}, "body": {...OpenAI chat request...},
+           "relay": {"url", "token", "connect_timeout_s", "reconnect_window_s", "drain_s",
+                     "allow_insecure"} or None,
+           "deadline": {"start_by", "finish_by"} (unix seconds) or None}
+    or {"probe": true} (see probe()).
     """
+    if job.get("probe"):
+        return {"probe": probe()}
+    worker = {"host": socket.gethostname(), "pid": os.getpid()}
+    try:
+        check_job(job, time.time())
+    except JobRefused as exc:
+        return _refuse(job, str(exc), worker)
     upstream_cfg = job["upstream"]
-    upstream = Upstream(
-        upstream_cfg["url"], upstream_cfg.get("api_key"), float(upstream_cfg.get("timeout_s", 600))
-    )
+    key = os.environ.get(str(upstream_cfg.get("api_key_env") or DEFAULT_KEY_ENV))
+    upstream = Upstream(upstream_cfg["url"], key, float(upstream_cfg.get("timeout_s", 600)))
+    finish_by = (job.get("deadline") or {}).get("finish_by")
+    timer = None
+    if finish_by is not None:
+        timer = threading.Timer(max(0.0, float(finish_by) - time.time()), upstream.abort)
+        timer.daemon = True
+        timer.start()
     relay_cfg = job.get("relay")
-    link = None
-    if relay_cfg:
-        link = RelayLink(
-            relay_cfg["url"],
-            relay_cfg["token"],
-            float(relay_cfg.get("connect_timeout_s", 5)),
-            float(relay_cfg.get("reconnect_window_s", 30)),
-            on_cancel=upstream.abort,
-        )
+    link = _open_link(relay_cfg, upstream.abort) if relay_cfg else None
     events: list[dict[str, Any]] = []
 
     def emit(message: dict[str, Any]) -> None:
@@ -382,13 +494,18 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
             emit({"type": "error", "message": str(exc), "status": exc.status})
     finally:
         upstream.conn.close()
+        if timer is not None:
+            timer.cancel()
+    ended = bool(events) and events[-1]["type"] in ("done", "error")
+    if upstream.aborted and not ended and not (link and link.cancelled.is_set()):
+        emit({"type": "error", "message": "the job reached its deadline", "status": None})
     cancelled = bool(link and link.cancelled.is_set())
     relayed = False
     if link is not None:
         relayed = link.finish(0.0 if cancelled else float((relay_cfg or {}).get("drain_s", 2)))
-    return {
-        "events": events,
-        "cancelled": cancelled,
-        "relayed": relayed,
-        "worker": {"host": socket.gethostname(), "pid": os.getpid()},
-    }
+    result = {"events": events, "cancelled": cancelled, "relayed": relayed, "worker": worker}
+    budget = int(job.get("result_budget_bytes") or RESULT_BUDGET_BYTES)
+    if len(json.dumps(events, separators=(",", ":"))) > budget:
+        # Over the limit the endpoint would replace the whole result with an error.
+        result.update(events=[], omitted=True)
+    return result

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.servers import Service, Stub, free_port, start_service, start_stub
-from tests.servers.globus_offline import SDK_PORT, black_hole, offline_env
+from tests.servers.globus_offline import SDK_PORT, black_hole, offline_env, sdk_port_free
 from tests.servers.relay import SECRET, start_relay, ws_url
 
 pytestmark = pytest.mark.integration
@@ -228,7 +228,7 @@ def test_upstream_failure_reaches_the_user_as_an_error(stack: Stack) -> None:
         response = stack.post("hpc-llama", "will fail")
         assert response.status_code >= 400
         assert "HTTP 503" in response.text
-        assert time.monotonic() - started < 15
+        assert time.monotonic() - started < 60  # LiteLLM retries twice; loaded machines
     finally:
         stack.stub.control(fail_status=0)
 
@@ -278,12 +278,6 @@ def test_unreachable_globus_is_a_prompt_error_and_the_proxy_keeps_serving(stack:
 
 
 def socket_or_skip() -> Any:
-    import socket
-
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", SDK_PORT))
-        except OSError:
-            pytest.skip(f"127.0.0.1:{SDK_PORT} is taken; the SDK's local environment needs it")
+    if not sdk_port_free():
+        pytest.skip(f"127.0.0.1:{SDK_PORT} is taken; the SDK's local environment needs it")
     return black_hole()
