@@ -78,7 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
 
     evaluate = sub.add_parser("eval", help="accuracy / APGR of tierwise and baselines on files")
-    evaluate.add_argument("files", nargs="+", type=Path, help="label or outcome JSONL files")
+    evaluate.add_argument("files", nargs="*", type=Path, help="label or outcome JSONL files")
+    evaluate.add_argument(
+        "--cv",
+        choices=("source",),
+        help="leave-one-source-out cross-validation over the data directory instead of files",
+    )
+    evaluate.add_argument(
+        "--data", type=Path, default=SHARED_DATA, help="data directory for --cv (outcomes/, ...)"
+    )
     evaluate.add_argument("--json", type=Path, help="write the full report here")
     evaluate.add_argument(
         "--plot", type=Path, help="write the quality-cost curves of outcome files here (PNG)"
@@ -398,6 +406,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tierwise.evaluation.data import DataError
     from tierwise.evaluation.metrics import OutcomeCurve
 
+    if args.cv:
+        from tierwise.commands import eval_cv
+
+        return eval_cv.run(args)
+    if not args.files:
+        print("tierwise eval: give JSONL files, or --cv source", file=sys.stderr)
+        return 1
     config = _config(args)
     scorers = _scorers_to_evaluate(config)
     report: dict[str, object] = {"scorers": list(scorers), "split": args.split, "files": {}}
@@ -623,9 +638,9 @@ def cmd_bench_relay(args: argparse.Namespace) -> int:
 
 def cmd_bench_score(args: argparse.Namespace) -> int:
     from tierwise.bench import decide, score
-    from tierwise.encoder import EncoderUnavailable, shared_encoder
     from tierwise.scoring.heuristic import HeuristicScorer
     from tierwise.scoring.learned import LearnedScorer
+    from tierwise.static_encoder import NAME, StaticEncoderUnavailable, shared_static_encoder
 
     config = _config(args)
     paths = sorted(args.data.glob("**/*.jsonl")) if args.data.is_dir() else []
@@ -635,15 +650,14 @@ def cmd_bench_score(args: argparse.Namespace) -> int:
     bands = config.scoring.bands
 
     def load() -> LearnedScorer:
-        return LearnedScorer(shared_encoder(config.encoder), bands=bands)
+        return LearnedScorer(shared_static_encoder(), bands=bands)
 
     try:
         results = score.run(load, HeuristicScorer(bands=bands), texts, args.repeat)
-    except EncoderUnavailable as exc:
+    except StaticEncoderUnavailable as exc:
         print(f"tierwise bench score: {exc}", file=sys.stderr)
         return 1
-    name = Path(shared_encoder(config.encoder).model_path).name
-    print(score.format_results(results, name))
+    print(score.format_results(results, NAME))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
@@ -661,10 +675,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     complexity = args.data / "complexity"
     labels = complexity / "stream_1800.jsonl"
-    outcomes = sorted((args.data / "outcomes").glob("*_dev.jsonl"))
-    if not labels.is_file() or not outcomes:
+    # The heuristic's closed head is fitted on the exam outcomes (open chat has no choices).
+    outcomes = [args.data / "outcomes" / f"{n}_dev.jsonl" for n in ("gsm8k", "mmlu")]
+    if not labels.is_file() or not all(p.is_file() for p in outcomes):
         print(
-            f"tierwise train: need {labels} and outcomes/*_dev.jsonl under {args.data}",
+            f"tierwise train: need {labels} and outcomes/gsm8k_dev.jsonl, mmlu_dev.jsonl "
+            f"under {args.data}",
             file=sys.stderr,
         )
         return 1
@@ -678,34 +694,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_learned(args: argparse.Namespace, heuristic: object) -> int:
-    from tierwise.encoder import Encoder, EncoderUnavailable
-    from tierwise.evaluation.data import load_rows
+    from tierwise.encoder import cache_dir
+    from tierwise.evaluation.cv import build_pool
+    from tierwise.evaluation.sources import data_files, load_sources
     from tierwise.scoring import fit_learned
+    from tierwise.static_encoder import NAME, StaticEncoderUnavailable, shared_static_encoder
 
-    complexity, outcomes = args.data / "complexity", args.data / "outcomes"
-    balanced = complexity / "stream_balanced_dev.jsonl"
-    extra = [complexity / "stream_1800.jsonl", complexity / "stream_325.jsonl"]
-    gsm, mmlu = outcomes / "gsm8k_dev.jsonl", outcomes / "mmlu_dev.jsonl"
-    missing = [p for p in (balanced, *extra, gsm, mmlu) if not p.is_file()]
-    if missing:
-        print(f"tierwise train: learned heads need {', '.join(map(str, missing))}", file=sys.stderr)
-        return 1
     try:
-        encoder = Encoder.from_config(_config(args).encoder)
-    except EncoderUnavailable as exc:
-        print(f"tierwise train: learned heads skipped: {exc}", file=sys.stderr)
+        encoder = shared_static_encoder()
+    except StaticEncoderUnavailable as exc:
+        print(f"tierwise train: learned head skipped: {exc}", file=sys.stderr)
         return 1
-    model, report = fit_learned.train(
-        load_rows(balanced),
-        [row for path in extra for row in load_rows(path)],
-        load_rows(gsm),
-        load_rows(mmlu),
-        encoder,
-        heuristic,  # type: ignore[arg-type]
-    )
-    out = fit_learned.save(model, report, [balanced, *extra, gsm, mmlu], args.out)
-    print(json.dumps(report, indent=2))
-    print(f"learned heads written to {out}")
+    pool = build_pool(load_sources(args.data), encoder, NAME, cache=cache_dir())
+    model, report = fit_learned.train(pool, NAME)
+    out = fit_learned.save(model, report, data_files(args.data), args.out)
+    print(json.dumps({"chosen": report["chosen"]}, indent=2))
+    print(f"learned head written to {out}")
     return 0
 
 
