@@ -109,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = sub.add_parser(
         "calibrate", help="set the strong tier's threshold from your own outcome file"
     )
-    calibrate.add_argument("file", type=Path, help="outcome JSONL: text, weak, strong per row")
+    calibrate.add_argument(
+        "file",
+        type=Path,
+        help="outcome JSONL (text, weak, strong per row); for --tier-shares any JSONL with text",
+    )
     goal = calibrate.add_mutually_exclusive_group(required=True)
     goal.add_argument(
         "--target-quality",
@@ -120,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-strong-share",
         type=_unit_interval,
         help="send at most this share of requests to the strong tier, as well as possible",
+    )
+    goal.add_argument(
+        "--tier-shares",
+        type=_shares,
+        help="share of your prompts per tier, cheapest first (e.g. 0.5,0.3,0.2): sets every "
+        "tier's min_score from the scores of the file's prompts",
     )
     calibrate.add_argument("--strong-tier", help="the tier to calibrate (default: the strongest)")
     calibrate.add_argument(
@@ -464,8 +474,14 @@ def _scorers_to_evaluate(config: TierwiseConfig) -> dict[str, Scorer]:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import yaml
 
-    from tierwise.calibrate import CalibrationError, apply_threshold, pick_threshold
-    from tierwise.evaluation.data import DataError, is_outcome_file, load_rows
+    from tierwise.calibrate import (
+        CalibrationError,
+        apply_threshold,
+        pick_threshold,
+        thresholds_for_shares,
+        write_thresholds,
+    )
+    from tierwise.evaluation.data import DataError, is_outcome_file, iter_jsonl, load_rows
 
     config = _config(args)
     if args.config is None and args.output is None and not args.dry_run:
@@ -476,34 +492,48 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         )
         return EXIT_CONFIG
     try:
-        rows = load_rows(args.file)
-        if not is_outcome_file(rows):
-            raise DataError(f"{args.file}: calibration needs outcome rows (text, weak, strong)")
+        if args.tier_shares is not None:
+            texts = [str(v["text"]) for _, v in iter_jsonl(args.file) if "text" in v]
+            weak: list[bool] = []
+            strong: list[bool] = []
+        else:
+            rows = load_rows(args.file)
+            if not is_outcome_file(rows):
+                raise DataError(f"{args.file}: calibration needs outcome rows (text, weak, strong)")
+            texts = [r.text for r in rows]
+            weak, strong = [bool(r.weak) for r in rows], [bool(r.strong) for r in rows]
     except (DataError, OSError) as exc:
         print(f"tierwise calibrate: {exc}", file=sys.stderr)
         return 1
     router = TierRouter(config)
-    scores = [router.scorer.score(ChatRequest.from_text(r.text)).value for r in rows]
+    scores = [router.scorer.score(ChatRequest.from_text(t)).value for t in texts]
+    summary: dict[str, object] = {"scorer": router.scorer.name, "file": str(args.file)}
     try:
-        result = pick_threshold(
-            scores,
-            [bool(r.weak) for r in rows],
-            [bool(r.strong) for r in rows],
-            target_quality=args.target_quality,
-            max_strong_share=args.max_strong_share,
-        )
         if args.config:
             raw = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
         else:
             default = resources.files("tierwise.defaults").joinpath("default.yaml").read_text()
             raw = yaml.safe_load(default)
-        updated, set_to = apply_threshold(raw, config, result.threshold, args.strong_tier)
+        if args.tier_shares is not None:
+            set_to = thresholds_for_shares(scores, config, args.tier_shares)
+            updated = write_thresholds(raw, set_to)
+            summary["rows"] = len(scores)
+            summary["tier_shares"] = list(args.tier_shares)
+        else:
+            result = pick_threshold(
+                scores,
+                weak,
+                strong,
+                target_quality=args.target_quality,
+                max_strong_share=args.max_strong_share,
+            )
+            updated, set_to = apply_threshold(raw, config, result.threshold, args.strong_tier)
+            summary |= result.as_dict()
     except (CalibrationError, KeyError) as exc:
         print(f"tierwise calibrate: {exc}", file=sys.stderr)
         return EXIT_CONFIG if isinstance(exc, KeyError) else 1
     load_config(updated)  # the result must still be a valid config
-    summary = {"scorer": router.scorer.name, "file": str(args.file), **result.as_dict()}
-    summary["min_score"] = set_to
+    summary["min_score"] = {k: round(v, 4) for k, v in set_to.items()}
     print(json.dumps(summary, indent=2))
     if args.dry_run:
         return 0
@@ -515,6 +545,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     target.write_text(yaml.safe_dump(updated, sort_keys=False), encoding="utf-8")
     print(f"thresholds written to {target} (comments are not kept)", file=sys.stderr)
     return 0
+
+
+def _shares(value: str) -> tuple[float, ...]:
+    """'0.5,0.3,0.2' -> shares per tier, cheapest first."""
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: give one share per tier, cheapest first, e.g. 0.5,0.3,0.2"
+        ) from None
 
 
 def _cache_encoder(config: TierwiseConfig, command: str) -> Encoder | None:
