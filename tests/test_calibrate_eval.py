@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import three_tiers
-from tierwise import cli
+from tierwise import calibrate, cli
 from tierwise.calibrate import CalibrationError, apply_threshold, pick_threshold
 from tierwise.config import load_config
 
@@ -140,3 +140,38 @@ def test_eval_names_the_line_with_a_missing_field(
     )
     assert cli.main(["eval", str(bad)]) == 1
     assert "bad.jsonl:2: outcome rows need both 'weak' and 'strong'" in capsys.readouterr().err
+
+
+def test_tier_shares_split_the_prompts_as_asked() -> None:
+    config = load_config(three_tiers())
+    scores = [i / 100 for i in range(100)]
+    new = calibrate.thresholds_for_shares(scores, config, (0.5, 0.3, 0.2))
+    s = np.asarray(scores)
+    local, hpc, cloud = (new[n] for n in ("local", "hpc", "cloud"))
+    assert np.mean(s < hpc) == pytest.approx(0.5, abs=0.02)
+    assert np.mean((s >= hpc) & (s < cloud)) == pytest.approx(0.3, abs=0.02)
+    assert local <= hpc <= cloud
+    for bad in ((0.5, 0.5), (0.6, 0.3, 0.3), (-0.1, 0.6, 0.5)):
+        with pytest.raises(calibrate.CalibrationError, match="share"):
+            calibrate.thresholds_for_shares(scores, config, bad)
+
+
+def test_calibrate_cli_tier_shares_writes_a_valid_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "tierwise.yaml"
+    config.write_text(yaml.safe_dump(three_tiers() | {"scoring": {"method": "heuristic"}}))
+    prompts = _write(
+        tmp_path / "prompts.jsonl",
+        [{"text": t} for t in ("hi", "thanks", "Prove the four colour theorem.", "Sort a list.")]
+        * 5,
+    )
+    out = tmp_path / "out.yaml"
+    shares = ["--tier-shares", "0.5,0.25,0.25", "-o", str(out)]
+    code = cli.main(["--config", str(config), "calibrate", str(prompts), *shares])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["tier_shares"] == [0.5, 0.25, 0.25] and summary["rows"] == 20
+    assert load_config(out).tier("cloud").min_score == summary["min_score"]["cloud"]
+    with pytest.raises(SystemExit):
+        cli.main(["calibrate", str(prompts), "--tier-shares", "half,half", "-o", str(out)])

@@ -26,14 +26,21 @@ class Fixed(Scorer):
 REQUEST = ChatRequest.from_text("anything")
 
 
-def test_heuristic_decides_alone_at_the_extremes() -> None:
+def test_heuristic_decides_alone_at_the_extremes_when_given_a_margin() -> None:
     learned = Fixed(0.5, "learned")
+    settings = CascadeConfig(heuristic_margin=0.25)
     for value in (0.01, 0.99):
-        cascade = CascadeScorer(Fixed(value, "heuristic"), learned, CascadeConfig())
+        cascade = CascadeScorer(Fixed(value, "heuristic"), learned, settings)
         assert cascade.score(REQUEST).source == "heuristic"
     assert learned.calls == 0
-    cascade = CascadeScorer(Fixed(0.4, "heuristic"), learned, CascadeConfig())
+    cascade = CascadeScorer(Fixed(0.4, "heuristic"), learned, settings)
     assert cascade.score(REQUEST).source == "learned" and learned.calls == 1
+
+
+def test_by_default_the_learned_scorer_decides_and_the_heuristic_is_not_run() -> None:
+    learned, heuristic = Fixed(0.5, "learned"), Fixed(0.0, "heuristic")
+    assert CascadeScorer(heuristic, learned, CascadeConfig()).score(REQUEST).source == "learned"
+    assert heuristic.calls == 0
 
 
 def test_judge_is_asked_only_near_a_band_edge() -> None:

