@@ -6,11 +6,11 @@ Correctness rules, in the order they are checked:
 - only within one partition (tenant scope + model group + system prompt + earlier turns +
   answer-shaping parameters);
 - an answer produced by tier T serves only requests whose decision is T or a cheaper tier;
-- a semantic match must also keep the question's numbers and names (anchor guard); when
-  the two questions share a frame around a differing clause, that clause must match too
-  (tierwise.cache.frame); and both questions must fit the encoder's window: a vector of a
-  long question's head and tail says nothing about its middle, so long questions are
-  matched exactly or not at all;
+- a semantic match needs the cosine the error budget `max_false_hit_rate` sets for the
+  pair's length (tierwise.cache.budget: short look-alikes need more), must keep the
+  question's numbers and names (anchor guard), and both questions must fit the encoder's
+  window: a vector of a long question's head and tail says nothing about its middle, so
+  long questions are matched exactly or not at all;
 - entries expire after ttl_s; past max_entries the least recently used go first.
 Any storage fault turns the cache off with one warning; requests are served regardless.
 """
@@ -29,7 +29,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tierwise.cache import frame, keys
+from tierwise.cache import keys
+from tierwise.cache.budget import Thresholds
 from tierwise.cache.index import VectorIndex
 from tierwise.cache.store import DiskStore, Entry, RedisStore, Store, StoreError
 from tierwise.config import CacheConfig, TierwiseConfig
@@ -78,6 +79,11 @@ class SemanticCache:
         self.config = config
         self.encoder = encoder
         self.clock = clock
+        self.thresholds = (
+            Thresholds.fixed(config.similarity)
+            if config.similarity is not None
+            else Thresholds.for_budget(config.max_false_hit_rate)
+        )
         self.disabled_reason = ""
         self._lock = threading.RLock()
         self._indexes: dict[str, VectorIndex] = {}
@@ -181,7 +187,7 @@ class SemanticCache:
                 index = self._indexes.get(partition)
                 candidates = index.search(query, k=4) if index else []
             for similarity, candidate in candidates:
-                if similarity < self.config.similarity:
+                if similarity < self.thresholds.lowest:
                     break
                 hit = self._serve(candidate, tier_order, similarity, exact=False, asked=question)
                 if hit:
@@ -206,7 +212,9 @@ class SemanticCache:
             return None
         if entry.tier_order < tier_order:
             return None  # produced by a cheaper tier than this request needs
-        if not exact and not (entry.whole and self._same_meaning(asked, entry.question)):
+        if not exact and not (
+            entry.whole and self._same_meaning(asked, entry.question, similarity)
+        ):
             return None
         with self._lock:
             if entry_id in self._meta:
@@ -214,14 +222,11 @@ class SemanticCache:
                 self._meta[entry_id] = (partition, expires, now)
         return CacheHit(entry.id, entry.response, entry.tier, similarity, exact)
 
-    def _same_meaning(self, asked: str, stored: str) -> bool:
-        """The checks a match by meaning passes besides the cosine: anchors, then the frame."""
-        if self.config.anchor_guard and not keys.anchors_agree(asked, stored):
+    def _same_meaning(self, asked: str, stored: str, similarity: float) -> bool:
+        """The cosine this pair's length needs, and the same numbers and names."""
+        if similarity < self.thresholds.needed(asked, stored):
             return False
-        if self.encoder is None or self.config.frame_similarity <= 0:
-            return True
-        middle = frame.middle_similarity(asked, stored, self.encoder.embed)
-        return middle is None or middle >= self.config.frame_similarity
+        return not self.config.anchor_guard or keys.anchors_agree(asked, stored)
 
     def put(
         self,
