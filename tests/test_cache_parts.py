@@ -88,9 +88,8 @@ def test_length_bands_count_the_words_that_name_the_subject() -> None:
     assert budget.content_words("What is magnesium?") == 1
     assert budget.content_words("What is magnesium sulphur?") == 2
     assert budget.content_words("How do I, how can I do it?") == 0
-    assert budget.band("What is magnesium?", "What is magnesium sulphur?") == 0
-    long = "Summarize the causes of the First World War for a high-school history class."
-    assert budget.band("Hi?", long) == budget.band(long, "Hi?") > 0
+    assert budget.band(1, 2) == 0  # "What is magnesium (sulphur)?": the strictest band
+    assert budget.band(2, 13) == budget.band(13, 2) == len(budget.BANDS) - 1
 
 
 def test_the_budget_picks_per_band_the_lowest_threshold_within_it() -> None:

@@ -43,9 +43,9 @@ def content_words(text: str) -> int:
     return len({w for w in (m.group().casefold() for m in _WORD.finditer(text))} - STOP_WORDS)
 
 
-def band(first: str, second: str) -> int:
-    """The length band of a pair: by the content words of its longer text."""
-    words = max(content_words(first), content_words(second))
+def band(first_words: int, second_words: int) -> int:
+    """The length band of a pair, from the content words of each text: the longer decides."""
+    words = max(first_words, second_words)
     return sum(words >= edge for edge in BANDS) - 1
 
 
@@ -107,8 +107,9 @@ class Thresholds:
         """No candidate below this cosine can pass, whatever its band."""
         return min(self.by_band)
 
-    def needed(self, asked: str, stored: str) -> float:
-        return self.by_band[band(asked, stored)]
+    def needed(self, asked_words: int, stored_words: int) -> float:
+        """The cosine a pair needs, from each question's content_words()."""
+        return self.by_band[band(asked_words, stored_words)]
 
     def describe(self) -> Sequence[str]:
         edges = [*BANDS[1:], None]

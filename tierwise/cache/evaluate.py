@@ -146,7 +146,7 @@ def replay(
             and covered[asked]
             and (not guard or keys.anchors_agree(asked, stored)),
             cosine=float(vectors[stored] @ vectors[asked]),
-            band=budget.band(asked, stored),
+            band=budget.band(budget.content_words(asked), budget.content_words(stored)),
         )
         for stored, asked in family.pairs
     ]

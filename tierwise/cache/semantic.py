@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tierwise.cache import keys
-from tierwise.cache.budget import Thresholds
+from tierwise.cache.budget import Thresholds, content_words
 from tierwise.cache.index import VectorIndex
 from tierwise.cache.store import DiskStore, Entry, RedisStore, Store, StoreError
 from tierwise.config import CacheConfig, TierwiseConfig
@@ -87,7 +87,8 @@ class SemanticCache:
         self.disabled_reason = ""
         self._lock = threading.RLock()
         self._indexes: dict[str, VectorIndex] = {}
-        self._meta: dict[str, tuple[str, float, float]] = {}  # id -> (partition, expires, used)
+        # id -> (partition, expires, last used, content words of the question)
+        self._meta: dict[str, tuple[str, float, float, int]] = {}
         self._seen_seq = 0
         self._puts = 0
         self.store: Store | None = None
@@ -186,9 +187,12 @@ class SemanticCache:
             with self._lock:
                 index = self._indexes.get(partition)
                 candidates = index.search(query, k=4) if index else []
+            words = content_words(question)
             for similarity, candidate in candidates:
                 if similarity < self.thresholds.lowest:
                     break
+                if similarity < self._needed(words, candidate):
+                    continue  # known from memory: no store read for a candidate too far
                 hit = self._serve(candidate, tier_order, similarity, exact=False, asked=question)
                 if hit:
                     return hit
@@ -212,20 +216,21 @@ class SemanticCache:
             return None
         if entry.tier_order < tier_order:
             return None  # produced by a cheaper tier than this request needs
-        if not exact and not (
-            entry.whole and self._same_meaning(asked, entry.question, similarity)
-        ):
+        if not exact and not (entry.whole and self._same_anchors(asked, entry.question)):
             return None
         with self._lock:
             if entry_id in self._meta:
-                partition, expires, _ = self._meta[entry_id]
-                self._meta[entry_id] = (partition, expires, now)
+                partition, expires, _, words = self._meta[entry_id]
+                self._meta[entry_id] = (partition, expires, now, words)
         return CacheHit(entry.id, entry.response, entry.tier, similarity, exact)
 
-    def _same_meaning(self, asked: str, stored: str, similarity: float) -> bool:
-        """The cosine this pair's length needs, and the same numbers and names."""
-        if similarity < self.thresholds.needed(asked, stored):
-            return False
+    def _needed(self, asked_words: int, entry_id: str) -> float:
+        """The cosine a candidate needs for its pair's length band (above 1 if unknown)."""
+        with self._lock:
+            meta = self._meta.get(entry_id)
+        return 2.0 if meta is None else self.thresholds.needed(asked_words, meta[3])
+
+    def _same_anchors(self, asked: str, stored: str) -> bool:
         return not self.config.anchor_guard or keys.anchors_agree(asked, stored)
 
     def put(
@@ -286,7 +291,8 @@ class SemanticCache:
             if index is None:
                 index = self._indexes[entry.partition] = VectorIndex(len(entry.vector))
             index.add(entry.id, entry.vector)
-            self._meta[entry.id] = (entry.partition, entry.expires, entry.created)
+            words = content_words(entry.question)
+            self._meta[entry.id] = (entry.partition, entry.expires, entry.created, words)
 
     def _forget(self, entry_id: str) -> None:
         with self._lock:
@@ -307,13 +313,13 @@ class SemanticCache:
             if len(self._meta) <= cap and self._puts % EXPIRY_SWEEP_EVERY:
                 return
             now = self.clock()
-            victims = [i for i, (_, expires, _) in self._meta.items() if expires <= now]
+            victims = [i for i, (_, expires, *_) in self._meta.items() if expires <= now]
             over = len(self._meta) - len(victims) - cap
             if over > 0:
                 # A stable sort on the last use alone: entries used at the same instant go
                 # oldest-inserted first (ordering ties by their random ids could drop the newest).
                 live = sorted(
-                    (i for i, (_, expires, _) in self._meta.items() if expires > now),
+                    (i for i, (_, expires, *_) in self._meta.items() if expires > now),
                     key=lambda i: self._meta[i][2],
                 )
                 victims += live[: max(over, cap // 100)]
