@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,3 +254,65 @@ def test_corrupt_cache_directory_is_moved_aside_and_rebuilt(tmp_path: Path, capl
     assert "is corrupt" in caplog.text
     assert any(p.name.startswith("cache.corrupt-") for p in tmp_path.iterdir())
     store.close()
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+
+
+def test_eval_cache_reports_each_family_and_writes_the_curves(tmp_path: Path) -> None:
+    """The command end to end on a small data folder shaped like ../shared/data."""
+    data = tmp_path / "data"
+    topics = ["volcanoes", "glaciers", "tides", "comets", "deserts", "coral reefs"]
+    _write_jsonl(
+        data / "cache" / "paraphrase_dev.jsonl",
+        [{"origin": f"How do {t} form?", "similar": f"What makes {t} form?"} for t in topics],
+    )
+    qqp = [
+        {"stored": f"What are {t}?", "asked": f"What exactly are {t}?", "duplicate": True}
+        for t in topics
+    ]
+    qqp += [
+        {"stored": f"Where are {t}?", "asked": f"Why are {t} dangerous?", "duplicate": False}
+        for t in topics
+    ]
+    _write_jsonl(data / "cache" / "qqp_dev.jsonl", qqp)
+    _write_jsonl(
+        data / "outcomes" / "gsm8k_dev.jsonl",
+        [{"text": f"Tom has {n} apples and buys 3 more. How many now?"} for n in (2, 5, 7, 11)],
+    )
+    _write_jsonl(
+        data / "outcomes" / "mmlu_dev.jsonl",
+        [{"text": f"Which is true of {t}?\nA. x\nB. y", "bench": "mmlu:geo"} for t in topics],
+    )
+    _write_jsonl(
+        data / "complexity" / "set.jsonl",
+        [{"text": f"Explain {t} to a child.", "label": "LOW", "domain": "science"} for t in topics],
+    )
+    curves, report = tmp_path / "thresholds.json", tmp_path / "report.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tierwise",
+            "eval-cache",
+            "--data",
+            str(data),
+            "--write-thresholds",
+            str(curves),
+            "--json",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    for family in ("paraphrase", "qqp-duplicate", "qqp-non-duplicate", "gsm8k-number-swap"):
+        assert family in done.stdout
+    assert "max_false_hit_rate 0.020" in done.stdout
+    written = budget.Curves.from_dict(json.loads(curves.read_text()))
+    assert written.thresholds == evaluate.THRESHOLDS and len(written.rates) == len(budget.BANDS)
+    pairs = json.loads(report.read_text())["pairs"]
+    assert sum(n for half in pairs.values() for n in half.values()) > 20
