@@ -15,6 +15,7 @@ import pytest
 
 from tests.servers import Service, start_redis
 from tierwise.cache import SemanticCache, cache_encoder
+from tierwise.cache.budget import content_words
 from tierwise.cache.semantic import Embedder
 from tierwise.config import CacheConfig, load_config
 from tierwise.request import ChatRequest, Scope
@@ -41,34 +42,80 @@ def make(tmp_path: Path, encoder: Embedder, **settings: Any) -> SemanticCache:
     return SemanticCache(config, encoder)
 
 
+PHOTOSYNTHESIS = (
+    "Explain how photosynthesis converts sunlight, water and carbon dioxide into glucose "
+    "and oxygen in plants."
+)
+REWORDED = (
+    "How do plants turn sunlight, water and carbon dioxide into glucose and oxygen through "
+    "photosynthesis?"
+)
+
+
 def test_exact_and_paraphrase_hits(tmp_path: Path, encoder: Embedder) -> None:
     cache = make(tmp_path, encoder)
     assert cache.lookup(ask("What is the capital of Australia?"), 0) is None
     assert cache.put(ask("What is the capital of Australia?"), ANSWER, "local", 0)
     exact = cache.lookup(ask("  what is the capital of australia? "), 0)
     assert exact is not None and exact.exact and exact.response == ANSWER
-    similar = cache.lookup(ask("Which city is the capital of Australia?"), 0)
-    assert similar is not None and not similar.exact and similar.similarity >= 0.87
+    assert cache.put(ask(PHOTOSYNTHESIS), ANSWER, "local", 0)
+    similar = cache.lookup(ask(REWORDED), 0)
+    assert similar is not None and not similar.exact and similar.similarity >= 0.85
     assert cache.lookup(ask("What is the capital of Austria?"), 0) is None  # a near miss
 
 
-def test_a_shared_frame_needs_the_same_middle(tmp_path: Path, encoder: Embedder) -> None:
-    """Templated questions embed close together; the clause that differs decides."""
-    framed = (
-        "For which of these two scenarios does the main character do something clearly "
-        "morally wrong? Scenario 1 | {} Scenario 2 | I returned the wallet I found."
+def test_short_rewordings_need_a_looser_budget(tmp_path: Path, encoder: Embedder) -> None:
+    """Short look-alikes embed as close as short rewordings: the default budget serves
+    neither; a budget of 15% false hits on Quora's look-alikes serves this rewording."""
+    stored, asked = "What is the capital of Australia?", "Which city is the capital of Australia?"
+    strict, loose = (
+        make(tmp_path, encoder),
+        make(tmp_path / "loose", encoder, max_false_hit_rate=0.15),
     )
-    stored = ask(framed.format("I sprayed salt all over my neighbor's vegetable garden."))
-    other = ask(framed.format("I scraped the paint off of my house before I repainted it."))
-    reworded = ask(framed.format("I sprinkled salt all over the vegetable garden of my neighbor."))
+    for cache in (strict, loose):
+        cache.put(ask(stored), ANSWER, "local", 0)
+    assert strict.lookup(ask(asked), 0) is None
+    hit = loose.lookup(ask(asked), 0)
+    needed = loose.thresholds.needed(content_words(asked), content_words(stored))
+    assert hit is not None and hit.similarity >= needed
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [
+        # look-alikes from the issue: the asked question adds, drops or swaps its subject
+        ("What is magnesium?", "What is magnesium sulphur?"),
+        ("How can I prevent hair fall?", "How can I reduce my hair fall and dry hair?"),
+        (
+            "What is structured programming language?",
+            "What is drawbacks of structured programming language?",
+        ),
+        (
+            "How do I pay my credit card bill with another credit card?",
+            "How do you pay a credit card bill?",
+        ),
+    ],
+)
+def test_look_alike_questions_miss(
+    tmp_path: Path, encoder: Embedder, stored: str, asked: str
+) -> None:
     cache = make(tmp_path, encoder)
-    cache.put(stored, ANSWER, "local", 0)
-    assert cache.lookup(other, 0) is None
-    assert cache.lookup(reworded, 0) is not None
-    unchecked = make(tmp_path / "unchecked", encoder, frame_similarity=0)
-    unchecked.put(stored, ANSWER, "local", 0)
-    near_miss = unchecked.lookup(other, 0)
-    assert near_miss is not None and near_miss.similarity >= unchecked.config.similarity
+    cache.put(ask(stored), ANSWER, "local", 0)
+    assert cache.lookup(ask(asked), 0) is None
+    loose = make(tmp_path / "loose", encoder, similarity=0.74)  # one cosine for all: they hit
+    loose.put(ask(stored), ANSWER, "local", 0)
+    assert loose.lookup(ask(asked), 0) is not None
+
+
+def test_the_error_budget_sets_the_thresholds(tmp_path: Path, encoder: Embedder) -> None:
+    stored, asked = "How do I learn to cook?", "How can I learn cooking?"
+    strict = make(tmp_path / "strict", encoder, max_false_hit_rate=0.0)
+    loose = make(tmp_path / "loose", encoder, max_false_hit_rate=0.5)
+    assert strict.thresholds.lowest > loose.thresholds.lowest
+    for cache in (strict, loose):
+        cache.put(ask(stored), ANSWER, "local", 0)
+    assert strict.lookup(ask(asked), 0) is None
+    assert loose.lookup(ask(asked), 0) is not None
 
 
 def test_tenants_never_share_answers(tmp_path: Path, encoder: Embedder) -> None:
@@ -234,10 +281,10 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 def test_replicas_share_one_redis_cache(redis_url: str, encoder: Embedder) -> None:
     config = CacheConfig(enabled=True, backend="redis", redis_url=redis_url)
     first, second = SemanticCache(config, encoder), SemanticCache(config, encoder)
-    first.put(ask("What is the capital of Australia?"), ANSWER, "cloud", 2)
-    hit = second.lookup(ask("Which city is the capital of Australia?"), 0)
-    assert hit is not None and hit.tier == "cloud"
-    assert second.lookup(ask("Which city is the capital of Australia?", BOB), 0) is None
+    first.put(ask(PHOTOSYNTHESIS), ANSWER, "cloud", 2)
+    hit = second.lookup(ask(REWORDED), 0)
+    assert hit is not None and hit.tier == "cloud" and not hit.exact
+    assert second.lookup(ask(REWORDED, BOB), 0) is None
 
 
 def test_unreachable_redis_turns_the_cache_off(encoder: Embedder) -> None:

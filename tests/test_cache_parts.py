@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.servers import Service, start_redis
-from tierwise.cache import evaluate, frame, keys
+from tierwise.cache import budget, evaluate, keys
 from tierwise.cache.index import VectorIndex
 from tierwise.cache.store import DiskStore, Entry, RedisStore, Store
 from tierwise.request import ChatRequest, Scope
@@ -84,74 +87,68 @@ def _unit(rng: np.random.Generator, n: int, dim: int = 64) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-SCENARIOS = "Which scenario is morally wrong? Scenario 1 | {} Scenario 2 | I paid my taxes."
+def test_length_bands_count_the_words_that_name_the_subject() -> None:
+    assert budget.content_words("What is magnesium?") == 1
+    assert budget.content_words("What is magnesium sulphur?") == 2
+    assert budget.content_words("How do I, how can I do it?") == 0
+    assert budget.band(1, 2) == 0  # "What is magnesium (sulphur)?": the strictest band
+    assert budget.band(2, 13) == budget.band(13, 2) == len(budget.BANDS) - 1
 
 
-def test_frame_middles_are_the_differing_clauses() -> None:
-    first = SCENARIOS.format("I sprayed salt all over my neighbor's vegetable garden.")
-    second = SCENARIOS.format("I scraped the paint off my house before I repainted it.")
-    found = frame.middles(first, second)
-    assert found is not None and found.share >= frame.FRAME_SHARE
-    assert found.first == "sprayed salt all over my neighbor's vegetable garden"
-    assert found.second == "scraped the paint off my house before I repainted it"
+def test_the_budget_picks_per_band_the_lowest_threshold_within_it() -> None:
+    curves = budget.Curves(
+        (0.8, 0.9, 0.95),
+        (
+            (0.10, 0.03, 0.01),  # short questions: look-alikes reach high cosines
+            (0.02, 0.01, 0.0),
+            (0.0, 0.0, 0.0),
+            (0.05, 0.05, 0.05),  # never within a 2% budget: no semantic hits at all
+            (0.01, 0.0, 0.0),
+        ),
+    )
+    assert curves.for_budget(0.02) == (0.95, 0.8, 0.8, 1.01, 0.8)
+    assert curves.for_budget(0.05) == (0.9, 0.8, 0.8, 0.8, 0.8)
+    assert budget.Curves.from_dict(curves.as_dict()) == curves
 
 
-@pytest.mark.parametrize(
-    ("first", "second"),
-    [
-        # a paraphrase rewords throughout: there is no frame
-        ("Gradio is a tool to build demos.", "With Gradio, developers create demos quickly."),
-        # a frame around one word: left to the whole question's cosine
-        ("The `cast` function casts table values.", "The `cast` function transforms table values."),
-        ("", ""),
-    ],
-)
-def test_no_frame_check_without_a_frame_and_a_long_middle(first: str, second: str) -> None:
-    assert frame.middles(first, second) is None
-
-
-def test_a_text_plus_a_clause_is_not_the_same_question() -> None:
-    def never(texts: object) -> np.ndarray:
-        raise AssertionError("an empty middle needs no embedding")
-
-    base = "Name the planets of the solar system in order from the sun."
-    longer = base[:-1] + " and give the number of known moons of each one of them."
-    assert frame.middle_similarity(base, longer, never) == 0.0
+def test_the_packaged_curves_give_stricter_thresholds_for_smaller_budgets() -> None:
+    strict = budget.Thresholds.for_budget(0.005).by_band
+    default = budget.Thresholds.for_budget(0.02).by_band
+    loose = budget.Thresholds.for_budget(0.1).by_band
+    assert all(s >= d >= x for s, d, x in zip(strict, default, loose, strict=True))
+    assert strict != loose
+    assert default[0] > default[-2]  # short look-alikes need a higher cosine than long ones
 
 
 def test_eval_cache_serves_as_the_cache_does() -> None:
-    framed = evaluate.Outcome(
-        candidates=[(0.9, "near miss", 0.3), (0.8, "paraphrase", None)],
-        expected="paraphrase",
-        exact=None,
-        semantic_allowed=True,
-    )
-    assert evaluate.served(framed, 0.85) == "near miss"  # no frame check: the best cosine
-    assert evaluate.served(framed, 0.75, 0.7) == "paraphrase"  # the framed one is passed over
-    assert evaluate.served(framed, 0.85, 0.7) is None
-    too_long = evaluate.Outcome(framed.candidates, None, exact=None, semantic_allowed=False)
-    assert evaluate.served(too_long, 0.5) is None
-    repeat = evaluate.Outcome([], None, exact="same text", semantic_allowed=False)
-    assert evaluate.served(repeat, 0.99, 0.9) == "same text"
+    by_band = (0.95, 0.9, 0.85, 0.8, 0.8)
+    near = evaluate.Outcome(exact=False, allowed=True, cosine=0.92, band=0)
+    longer = evaluate.Outcome(exact=False, allowed=True, cosine=0.92, band=2)
+    guarded = evaluate.Outcome(exact=False, allowed=False, cosine=0.99, band=4)
+    repeat = evaluate.Outcome(exact=True, allowed=False, cosine=1.0, band=0)
+    assert evaluate.hit_rate([near], by_band) == 0.0  # a short pair needs 0.95
+    assert evaluate.hit_rate([longer], by_band) == 1.0
+    assert evaluate.hit_rate([guarded], by_band) == 0.0  # too long, or other numbers or names
+    assert evaluate.hit_rate([repeat], (1.01,) * 5) == 1.0  # exact repeats always
+    assert evaluate.hit_rate([near, longer, guarded, repeat], by_band) == 0.5
 
 
-def test_eval_cache_chooses_the_most_hits_within_the_false_hit_margin() -> None:
-    n = len(evaluate.THRESHOLDS)
+def test_eval_cache_curves_take_the_worst_budget_family_per_band() -> None:
+    def pairs(cosine: float, band: int, n: int = 40) -> list[evaluate.Outcome]:
+        return [evaluate.Outcome(False, True, cosine, band)] * n
 
-    def curves(false_until: float, hits: float) -> dict[str, list[float]]:
-        """False hits above the margin below `false_until`; hits fall off past 0.8."""
-        return {
-            "paraphrase": [hits if t <= 0.8 else hits / 2 for t in evaluate.THRESHOLDS],
-            "gsm8k-number-swap": [0.0] * n,
-            "mmlu-same-subject": [0.05 if t < false_until else 0.01 for t in evaluate.THRESHOLDS],
-        }
-
-    design = {f"{ft:.2f}": curves(0.9, 0.5) for ft in evaluate.FRAME_THRESHOLDS}
-    design["0.70"] = curves(0.75, 0.9)  # this frame check allows 0.75 at 90% hits
-    design["0.80"] = curves(0.75, 0.9)  # as good: the stricter check wins the tie ...
-    assert evaluate.choose(design) == (0.8, 0.8)  # ... and the highest equally good cosine
-    nothing = {f"{ft:.2f}": curves(1.0, 0.9) for ft in evaluate.FRAME_THRESHOLDS}
-    assert evaluate.choose(nothing) == (evaluate.THRESHOLDS[-1], evaluate.FRAME_THRESHOLDS[-1])
+    design = {
+        "qqp-non-duplicate": pairs(0.9, 0) + pairs(0.75, 1),
+        "mmlu-same-subject": pairs(0.85, 1),
+        "gsm8k-number-swap": pairs(0.99, 2, n=5),  # too few in its band to count
+        "paraphrase": pairs(0.99, 3),  # rewordings never count as false hits
+    }
+    curves = evaluate.band_curves(design)
+    at = dict(zip(curves.thresholds, zip(*curves.rates, strict=True), strict=True))
+    assert at[0.85] == (1.0, 1.0, 0.0, 0.0, 0.0)
+    assert at[0.86] == (1.0, 0.0, 0.0, 0.0, 0.0)
+    assert at[0.91] == (0.0,) * 5
+    assert curves.for_budget(0.0)[:2] == (0.91, 0.86)
 
 
 def test_flat_index_finds_the_exact_best_match_and_forgets_removed() -> None:
@@ -257,3 +254,65 @@ def test_corrupt_cache_directory_is_moved_aside_and_rebuilt(tmp_path: Path, capl
     assert "is corrupt" in caplog.text
     assert any(p.name.startswith("cache.corrupt-") for p in tmp_path.iterdir())
     store.close()
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+
+
+def test_eval_cache_reports_each_family_and_writes_the_curves(tmp_path: Path) -> None:
+    """The command end to end on a small data folder shaped like ../shared/data."""
+    data = tmp_path / "data"
+    topics = ["volcanoes", "glaciers", "tides", "comets", "deserts", "coral reefs"]
+    _write_jsonl(
+        data / "cache" / "paraphrase_dev.jsonl",
+        [{"origin": f"How do {t} form?", "similar": f"What makes {t} form?"} for t in topics],
+    )
+    qqp = [
+        {"stored": f"What are {t}?", "asked": f"What exactly are {t}?", "duplicate": True}
+        for t in topics
+    ]
+    qqp += [
+        {"stored": f"Where are {t}?", "asked": f"Why are {t} dangerous?", "duplicate": False}
+        for t in topics
+    ]
+    _write_jsonl(data / "cache" / "qqp_dev.jsonl", qqp)
+    _write_jsonl(
+        data / "outcomes" / "gsm8k_dev.jsonl",
+        [{"text": f"Tom has {n} apples and buys 3 more. How many now?"} for n in (2, 5, 7, 11)],
+    )
+    _write_jsonl(
+        data / "outcomes" / "mmlu_dev.jsonl",
+        [{"text": f"Which is true of {t}?\nA. x\nB. y", "bench": "mmlu:geo"} for t in topics],
+    )
+    _write_jsonl(
+        data / "complexity" / "set.jsonl",
+        [{"text": f"Explain {t} to a child.", "label": "LOW", "domain": "science"} for t in topics],
+    )
+    curves, report = tmp_path / "thresholds.json", tmp_path / "report.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tierwise",
+            "eval-cache",
+            "--data",
+            str(data),
+            "--write-thresholds",
+            str(curves),
+            "--json",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    for family in ("paraphrase", "qqp-duplicate", "qqp-non-duplicate", "gsm8k-number-swap"):
+        assert family in done.stdout
+    assert "max_false_hit_rate 0.020" in done.stdout
+    written = budget.Curves.from_dict(json.loads(curves.read_text()))
+    assert written.thresholds == evaluate.THRESHOLDS and len(written.rates) == len(budget.BANDS)
+    pairs = json.loads(report.read_text())["pairs"]
+    assert sum(n for half in pairs.values() for n in half.values()) > 20

@@ -123,7 +123,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         config = yaml.safe_load((REPO / "tierwise/defaults/default.yaml").read_text())
         config["scoring"]["method"] = "heuristic"
         # The semantic cache (when a test turns its valve on) lives in this run's directory.
-        config["cache"] = {"directory": str(root / "answers")}
+        # Short rewordings need a looser error budget than the default (README: Semantic cache).
+        config["cache"] = {"directory": str(root / "answers"), "max_false_hit_rate": 0.15}
         config_path = root / "ladder.yaml"
         config_path.write_text(yaml.safe_dump(config))
         # The same ladder with the decision log on, for the telemetry test.

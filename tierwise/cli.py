@@ -142,12 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.set_defaults(handler=cmd_calibrate)
 
     eval_cache = sub.add_parser(
-        "eval-cache", help="semantic cache: paraphrase hit rate vs near-miss false hits"
+        "eval-cache", help="semantic cache: rewording hits vs look-alike false hits, by budget"
     )
     eval_cache.add_argument("--data", type=Path, default=SHARED_DATA)
     eval_cache.add_argument("--json", type=Path, help="write the full report here")
     eval_cache.add_argument("--plot", type=Path, help="write the curves as a PNG")
     eval_cache.add_argument("--no-guard", action="store_true", help="without the anchor guard")
+    eval_cache.add_argument(
+        "--write-thresholds",
+        type=Path,
+        help="write the design half's per-band curves here (the package ships "
+        "tierwise/cache/thresholds.json)",
+    )
     eval_cache.set_defaults(handler=cmd_eval_cache)
 
     bench = sub.add_parser("bench", help="benchmarks that print figures")
@@ -609,8 +615,12 @@ def cmd_eval_cache(args: argparse.Namespace) -> int:
     encoder = _cache_encoder(config, "eval-cache")
     if encoder is None:
         return 1
-    report = evaluate.run(args.data, encoder, guard=not args.no_guard)
-    print(evaluate.format_report(report, config.cache.similarity, config.cache.frame_similarity))
+    budget = config.cache.max_false_hit_rate
+    report = evaluate.run(args.data, encoder, guard=not args.no_guard, max_false_hit_rate=budget)
+    print(evaluate.format_report(report))
+    if args.write_thresholds:
+        evaluate.write_thresholds(report, args.write_thresholds)
+        print(f"thresholds written to {args.write_thresholds}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     if args.plot:

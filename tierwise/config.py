@@ -254,15 +254,20 @@ class CacheConfig(StrictModel):
     backend: Literal["disk", "redis"] = "disk"
     directory: str | None = Field(None, description="disk backend (default: user cache dir)")
     redis_url: str | None = Field(None, description="redis backend, e.g. redis://host:6379/0")
-    similarity: float = Field(
-        0.74, gt=0, le=1, description="cosine needed for a semantic hit (see eval-cache)"
+    similarity: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="one fixed cosine for every semantic hit, overriding max_false_hit_rate "
+        "(default: thresholds per question length, from the budget)",
     )
-    frame_similarity: float = Field(
-        0.7,
+    max_false_hit_rate: float = Field(
+        0.02,
         ge=0,
         le=1,
-        description="when two questions share a frame, cosine their differing clauses need "
-        "(0: no frame check)",
+        description="error budget: the share of look-alike questions (same topic, another "
+        "question) the cache may answer; the cosine thresholds per question length follow "
+        "from the curves eval-cache measured (README: Semantic cache)",
     )
     ttl_s: float = Field(86400.0, gt=0)
     max_entries: int = Field(100_000, ge=1)

@@ -1,27 +1,28 @@
-"""`tierwise eval-cache`: how often paraphrases hit, and how often a different question does.
+"""`tierwise eval-cache`: how often rewordings hit, and how often a different question does.
 
-Positives are the paraphrase pairs in cache/paraphrase_dev.jsonl: store `origin`, ask
-`similar`, and count a hit only when the cache serves that very origin. Negatives are
-near-misses built reproducibly from the dev files, each a pair of different questions on
-the same topic (store one, ask the other; any answer served is a false hit):
-- gsm8k-number-swap: a GSM8K question with its first number changed (a different answer
-  from an almost identical text);
-- mmlu-same-subject: an MMLU question stem and the nearest other stem of its subject;
-- complexity-same-domain: a complexity-set prompt and the nearest other prompt of its
-  domain. These files hold many rewordings of one question, so part of this family are not
-  really different questions: it is reported, but not used to choose the threshold.
-Every pair is assigned to a design or a held-out half by a hash of its first text. The
-similarity and the frame check's threshold are chosen together on the design half: the most
-paraphrase hits with at most 1.5% false hits on each clean family (a margin under the 2%
-target, since a rate near 2% on ~700 pairs moves by about half a point between halves);
-the figures are reported on the held-out half. Serving follows the cache's own rules: the
-vector index, the anchor guard, the frame check, and no semantic match for a question
-longer than the encoder's window.
+Each family is a list of pairs (stored, asked); every pair is replayed alone, as the
+cache serves one text stored under a fresh user scope: an exact hit when the texts are
+equal after normalization, else a semantic hit when both fit the encoder's window, the
+anchor guard passes, and the cosine reaches the threshold of the pair's length band
+(tierwise.cache.budget). The vector index's recall is measured apart (`bench cache`).
+
+Rewordings (should hit): GPTCache's paraphrase pairs, and Quora's duplicate pairs.
+Look-alikes (any hit is a false hit): Quora's non-duplicates (mostly same-topic questions
+that need another answer), each GSM8K question against a copy with one number changed,
+each MMLU stem against the nearest other stem of its subject, and the same for the
+complexity prompts of one domain (these files hold many rewordings of one question, so
+that family is reported, not used to choose).
+
+Every pair goes to a design or a held-out half by a hash of its stored text. On the design
+half, per length band, the false-hit rate of the worst look-alike family (`BUDGET_FAMILIES`)
+is measured at each threshold: these curves are what thresholds.json ships and
+`cache.max_false_hit_rate` reads. The figures are reported on the held-out half.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,17 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from tierwise.cache import frame, keys
-from tierwise.cache.index import VectorIndex
+from tierwise.cache import budget, keys
 from tierwise.cache.semantic import Embedder
 from tierwise.evaluation.data import iter_jsonl
 from tierwise.progress import Progress
 
 THRESHOLDS = tuple(round(x, 2) for x in np.arange(0.70, 0.991, 0.01))
-FRAME_THRESHOLDS = (0.0, 0.6, 0.7, 0.8)  # 0: no frame check
-CLEAN_FAMILIES = ("gsm8k-number-swap", "mmlu-same-subject")
-MAX_FALSE_HITS = 0.02  # the target
-DESIGN_FALSE_HITS = 0.015  # what the design half may show when choosing
+BUDGET_FAMILIES = ("qqp-non-duplicate", "mmlu-same-subject", "gsm8k-number-swap")
+BUDGETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12)  # points of the hits vs false hits curve
+MIN_BAND_PAIRS = 20  # a band with fewer design pairs of a family says nothing about it
 MMLU_STEMS = 3000
 _NUMBER = re.compile(r"\d+")
 
@@ -119,84 +118,62 @@ def complexity_groups(data: Path) -> dict[str, list[str]]:
     return groups
 
 
-@dataclass
+def quora(data: Path) -> tuple[Family, Family]:
+    """Quora's duplicates (rewordings) and non-duplicates (look-alikes)."""
+    same, other = Family("qqp-duplicate", positive=True), Family("qqp-non-duplicate")
+    for row in _texts(data / "cache" / "qqp_dev.jsonl"):
+        (same if row["duplicate"] else other).pairs.append((row["stored"], row["asked"]))
+    return same, other
+
+
+@dataclass(frozen=True)
 class Outcome:
-    """What the cache would do for one asked text, at any threshold."""
+    """What the cache does for one pair, at any threshold."""
 
-    # (similarity, stored text, cosine of the differing middles or None) best first, guard passed
-    candidates: list[tuple[float, str, float | None]]
-    expected: str | None  # the stored text that should be served (positives), else None
-    exact: str | None  # a stored text equal after normalization (exact hit)
-    semantic_allowed: bool
+    exact: bool  # equal after normalization: served whatever the thresholds
+    allowed: bool  # both fit the window and the anchor guard passes
+    cosine: float
+    band: int
 
 
-def outcomes_for(
-    family: Family, encoder: Embedder, vectors: dict[str, np.ndarray], guard: bool
+def replay(
+    family: Family, vectors: dict[str, np.ndarray], covered: dict[str, bool], guard: bool
 ) -> list[Outcome]:
-    """Replay the family through an index holding all its stored texts."""
-    stored = sorted({s for s, _ in family.pairs})
-    index = VectorIndex(len(next(iter(vectors.values()))))
-    by_norm = {keys.normalize(s): s for s in stored}
-    for i, text in enumerate(stored):
-        index.add(str(i), vectors[text])
-    whole = {text: encoder.covers(text) for text in stored}
-    found: list[list[tuple[float, str]]] = []
-    for _, asked in family.pairs:
-        found.append([])
-        for sim, item in index.search(vectors[asked], k=4):
-            text = stored[int(item)]
-            if whole[text] and (not guard or keys.anchors_agree(asked, text)):
-                found[-1].append((sim, text))
-    middle = middle_similarities(
-        encoder,
-        [(asked, text) for (_, asked), f in zip(family.pairs, found, strict=True) for _, text in f],
-    )
     return [
         Outcome(
-            candidates=[(sim, text, middle[asked, text]) for sim, text in candidates],
-            expected=source if family.positive else None,
-            exact=by_norm.get(keys.normalize(asked)),
-            semantic_allowed=encoder.covers(asked),
+            exact=keys.normalize(stored) == keys.normalize(asked),
+            allowed=covered[stored]
+            and covered[asked]
+            and (not guard or keys.anchors_agree(asked, stored)),
+            cosine=float(vectors[stored] @ vectors[asked]),
+            band=budget.band(budget.content_words(asked), budget.content_words(stored)),
         )
-        for (source, asked), candidates in zip(family.pairs, found, strict=True)
+        for stored, asked in family.pairs
     ]
 
 
-def middle_similarities(
-    encoder: Embedder, pairs: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], float | None]:
-    """The frame check's cosine for each (asked, stored) pair, each middle embedded once."""
-    framed = [m for m in (frame.middles(*pair) for pair in pairs) if m is not None]
-    vectors = embed_all(encoder, [t for m in framed for t in (m.first, m.second) if t], False)
-
-    def embedded(texts: Sequence[str]) -> np.ndarray:
-        return np.stack([vectors[t] for t in texts])
-
-    return {pair: frame.middle_similarity(*pair, embedded) for pair in pairs}
-
-
-def served(outcome: Outcome, threshold: float, frame_threshold: float = 0.0) -> str | None:
-    if outcome.exact is not None:
-        return outcome.exact
-    if not outcome.semantic_allowed:
-        return None
-    for sim, text, middle in outcome.candidates:
-        if sim < threshold:
-            break
-        if frame_threshold <= 0 or middle is None or middle >= frame_threshold:
-            return text
-    return None
-
-
-def rates(
-    outcomes: Sequence[Outcome], threshold: float, frame_threshold: float, positive: bool
-) -> float:
+def hit_rate(outcomes: Sequence[Outcome], by_band: Sequence[float]) -> float:
+    """Share of pairs served at these per-band thresholds (NaN for no pairs)."""
     if not outcomes:
         return float("nan")
-    if positive:
-        hits = sum(served(o, threshold, frame_threshold) == o.expected for o in outcomes)
-        return hits / len(outcomes)
-    return sum(served(o, threshold, frame_threshold) is not None for o in outcomes) / len(outcomes)
+    hits = sum(o.exact or (o.allowed and o.cosine >= by_band[o.band]) for o in outcomes)
+    return hits / len(outcomes)
+
+
+def band_curves(halves: dict[str, list[Outcome]]) -> budget.Curves:
+    """Per band and threshold, the worst false-hit rate among BUDGET_FAMILIES."""
+    rows = []
+    for b in range(len(budget.BANDS)):
+        row = []
+        for t in THRESHOLDS:
+            worst = 0.0
+            for name in BUDGET_FAMILIES:
+                in_band = [o for o in halves.get(name, []) if o.band == b]
+                if len(in_band) >= MIN_BAND_PAIRS:
+                    worst = max(worst, hit_rate(in_band, [t] * len(budget.BANDS)))
+            row.append(round(worst, 4))
+        rows.append(tuple(row))
+    return budget.Curves(THRESHOLDS, tuple(rows))
 
 
 def embed_all(
@@ -217,132 +194,116 @@ def embed_all(
 
 
 def run(
-    data: Path, encoder: Embedder, show_progress: bool = True, guard: bool = True
+    data: Path,
+    encoder: Embedder,
+    show_progress: bool = True,
+    guard: bool = True,
+    max_false_hit_rate: float = 0.02,
 ) -> dict[str, Any]:
-    positives, swaps = paraphrases(data), number_swaps(data)
+    duplicates, non_duplicates = quora(data)
+    families = [paraphrases(data), duplicates, non_duplicates, number_swaps(data)]
     mmlu, complexity = mmlu_groups(data), complexity_groups(data)
-    texts = [t for f in (positives, swaps) for pair in f.pairs for t in pair]
-    texts += [t for g in (*mmlu.values(), *complexity.values()) for t in g]
+    texts = {t for f in families for pair in f.pairs for t in pair}
+    texts |= {t for g in (*mmlu.values(), *complexity.values()) for t in g}
     vectors = embed_all(encoder, texts, show_progress)
-    families = [
-        positives,
-        swaps,
+    covered = {t: encoder.covers(t) for t in texts}
+    families += [
         nearest_within_groups("mmlu-same-subject", mmlu, vectors),
         nearest_within_groups("complexity-same-domain", complexity, vectors),
     ]
     halves: dict[str, dict[str, list[Outcome]]] = {"design": {}, "held-out": {}}
+    positive = {f.name: f.positive for f in families}
     for family in families:
-        replayed = outcomes_for(family, encoder, vectors, guard)
-        for (stored, _), outcome in zip(family.pairs, replayed, strict=True):
+        for (stored, _), outcome in zip(
+            family.pairs, replay(family, vectors, covered, guard), strict=True
+        ):
             half = "design" if is_design(stored) else "held-out"
             halves[half].setdefault(family.name, []).append(outcome)
-    curves = {
-        half: {
-            _key(ft): {
-                name: [rates(o, t, ft, name == "paraphrase") for t in THRESHOLDS]
-                for name, o in by_family.items()
-            }
-            for ft in FRAME_THRESHOLDS
+    curves = band_curves(halves["design"])
+
+    def at(budget_rate: float) -> dict[str, dict[str, float]]:
+        by_band = curves.for_budget(budget_rate)
+        return {
+            half: {name: hit_rate(o, by_band) for name, o in by_family.items()}
+            for half, by_family in halves.items()
         }
-        for half, by_family in halves.items()
-    }
-    chosen, chosen_frame = choose(curves["design"])
-    i = THRESHOLDS.index(chosen)
-    at = {half: curves[half][_key(chosen_frame)] for half in curves}
+
     return {
         "encoder_window_tokens": getattr(encoder, "max_tokens", None),
         "anchor_guard": guard,
-        "thresholds": list(THRESHOLDS),
-        "frame_thresholds": list(FRAME_THRESHOLDS),
-        "curves": curves,
+        "max_false_hit_rate": max_false_hit_rate,
+        "thresholds_by_band": list(curves.for_budget(max_false_hit_rate)),
+        "band_curves": curves.as_dict(),
+        "positive": positive,
         "pairs": {
             half: {name: len(o) for name, o in by_family.items()}
             for half, by_family in halves.items()
         },
-        "chosen_threshold": chosen,
-        "chosen_frame_threshold": chosen_frame,
-        "held_out_at_chosen": {name: c[i] for name, c in at["held-out"].items()},
-        "design_at_chosen": {name: c[i] for name, c in at["design"].items()},
+        "at_budget": at(max_false_hit_rate),
+        "budget_curve": {str(rate): at(rate)["held-out"] for rate in BUDGETS},
     }
 
 
-def _key(frame_threshold: float) -> str:
-    return f"{frame_threshold:.2f}"
+def write_thresholds(report: dict[str, Any], out: Path) -> None:
+    """Ship the design half's per-band curves (numbers only) for the cache to read."""
+    out.write_text(json.dumps(report["band_curves"], indent=1) + "\n", encoding="utf-8")
 
 
-def choose(design: dict[str, dict[str, list[float]]]) -> tuple[float, float]:
-    """The (similarity, frame threshold) with the most design paraphrase hits whose worst
-    clean-family false-hit rate is within DESIGN_FALSE_HITS; ties go to the stricter pair."""
-    best = (-1.0, THRESHOLDS[-1], FRAME_THRESHOLDS[-1])
-    for ft in FRAME_THRESHOLDS:
-        curves = design[_key(ft)]
-        for i, t in enumerate(THRESHOLDS):
-            worst = max(curves[name][i] for name in CLEAN_FAMILIES if name in curves)
-            if worst <= DESIGN_FALSE_HITS:
-                best = max(best, (curves["paraphrase"][i], t, ft), key=_strictness)
-    return best[1], best[2]
-
-
-def _strictness(option: tuple[float, float, float]) -> tuple[float, float, float]:
-    hits, threshold, frame_threshold = option
-    return round(hits, 6), threshold, frame_threshold
-
-
-def _shown_frames(report: dict[str, Any]) -> list[float]:
-    """The chosen frame threshold, then no frame check (for comparison) if that differs."""
-    return list(dict.fromkeys((report["chosen_frame_threshold"], 0.0)))
-
-
-def format_report(report: dict[str, Any], configured: float, configured_frame: float) -> str:
-    """Held-out tables: with the chosen frame check, then without one, for comparison."""
-    lines = ["held-out half: paraphrase = hit rate on its own origin; others = false-hit rate"]
-    chosen_frame = report["chosen_frame_threshold"]
-    for ft in _shown_frames(report):
-        held = report["curves"]["held-out"][_key(ft)]
-        names = ["paraphrase", *[n for n in held if n != "paraphrase"]]
-        check = f"frame check at {ft:.2f}" if ft > 0 else "no frame check"
-        lines.append(f"{check:<20}" + "".join(f"{n:>26}" for n in names))
-        marks = {}
-        if ft == chosen_frame:
-            marks[report["chosen_threshold"]] = " <- chosen on design"
-        if ft == configured_frame:
-            marks[configured] = marks.get(configured, "") + " <- configured"
-        for i, t in enumerate(report["thresholds"]):
-            if round(t * 100) % 4 and t not in marks:
-                continue
-            cells = "".join(f"{held[n][i]:>26.3f}" for n in names)
-            lines.append(f"{'similarity ' + format(t, '.2f'):<20}{cells}{marks.get(t, '')}")
-    pairs = ", ".join(f"{n} {c}" for n, c in report["pairs"]["held-out"].items())
-    lines.append(f"held-out pairs: {pairs}")
+def format_report(report: dict[str, Any]) -> str:
+    """The held-out half at the configured budget, and how the budget trades hits away."""
+    held, design = report["at_budget"]["held-out"], report["at_budget"]["design"]
+    thresholds = budget.Thresholds(tuple(report["thresholds_by_band"])).describe()
+    lines = [
+        f"error budget max_false_hit_rate {report['max_false_hit_rate']:.3f}: cosine per "
+        f"length band (content words) {'; '.join(thresholds)}",
+        f"{'family':<26}{'kind':<12}{'held-out':>10}{'design':>10}{'pairs':>8}",
+    ]
+    for name, rate in held.items():
+        kind = "hits" if report["positive"][name] else "false hits"
+        pairs = report["pairs"]["held-out"][name]
+        lines.append(
+            f"{name:<26}{kind:<12}{rate:>10.3f}{design.get(name, float('nan')):>10.3f}{pairs:>8}"
+        )
+    lines.append("held-out half at other budgets:")
+    names = list(held)
+    lines.append(f"{'budget':<8}" + "".join(f"{n:>25}" for n in names))
+    for rate, cells in report["budget_curve"].items():
+        lines.append(f"{float(rate):<8.3f}" + "".join(f"{cells[n]:>25.3f}" for n in names))
     lines.append(
-        f"chosen similarity {report['chosen_threshold']:.2f} with frame check "
-        f"{chosen_frame:.2f} (most design paraphrase hits with <= {DESIGN_FALSE_HITS:.1%} "
-        f"false hits on {', '.join(CLEAN_FAMILIES)}); anchor guard "
-        f"{'on' if report['anchor_guard'] else 'off'}; encoder window "
-        f"{report['encoder_window_tokens']} tokens"
+        f"anchor guard {'on' if report['anchor_guard'] else 'off'}; encoder window "
+        f"{report['encoder_window_tokens']} tokens; thresholds chosen on the design half "
+        f"(worst of {', '.join(BUDGET_FAMILIES)} per band)"
     )
     return "\n".join(lines)
 
 
 def plot(report: dict[str, Any], out: Path) -> None:
+    """Hits vs false hits on the held-out half, one point per error budget."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    budgets = list(report["budget_curve"])
+    points = [report["budget_curve"][b] for b in budgets]
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for ft in _shown_frames(report):
-        style = "-" if ft == report["chosen_frame_threshold"] else ":"
-        held = report["curves"]["held-out"][_key(ft)]
-        check = f"frame {ft:.2f}" if ft > 0 else "no frame check"
-        for n, (name, curve) in enumerate(held.items()):
-            what = "paraphrase hit rate" if name == "paraphrase" else f"false hits: {name}"
-            ax.plot(report["thresholds"], curve, style, color=f"C{n}", label=f"{what} ({check})")
-    ax.axvline(report["chosen_threshold"], color="grey", lw=0.8)
-    ax.axhline(MAX_FALSE_HITS, color="red", lw=0.6)
-    ax.set_xlabel("cosine similarity threshold")
-    ax.set_ylabel("share of asked questions")
-    ax.set_title("Semantic cache, held-out half")
+    falses = [p["qqp-non-duplicate"] for p in points]
+    for n, name in enumerate(n for n, pos in report["positive"].items() if pos):
+        ax.plot(falses, [p[name] for p in points], "o-", color=f"C{n}", label=f"hits: {name}")
+    for n, name in enumerate(BUDGET_FAMILIES[1:], start=2):
+        ax.plot(falses, [p[name] for p in points], "x:", color=f"C{n}", label=f"false hits: {name}")
+    for b, x, p in zip(budgets, falses, points, strict=True):
+        ax.annotate(
+            f"{float(b):g}",
+            (x, p["paraphrase"]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
+    ax.axvline(report["max_false_hit_rate"], color="red", lw=0.6)
+    ax.set_xlabel("false hits on Quora non-duplicates (held-out half)")
+    ax.set_ylabel("share of asked questions served")
+    ax.set_title("Semantic cache by error budget (labels: max_false_hit_rate)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=120)

@@ -6,11 +6,11 @@ Correctness rules, in the order they are checked:
 - only within one partition (tenant scope + model group + system prompt + earlier turns +
   answer-shaping parameters);
 - an answer produced by tier T serves only requests whose decision is T or a cheaper tier;
-- a semantic match must also keep the question's numbers and names (anchor guard); when
-  the two questions share a frame around a differing clause, that clause must match too
-  (tierwise.cache.frame); and both questions must fit the encoder's window: a vector of a
-  long question's head and tail says nothing about its middle, so long questions are
-  matched exactly or not at all;
+- a semantic match needs the cosine the error budget `max_false_hit_rate` sets for the
+  pair's length (tierwise.cache.budget: short look-alikes need more), must keep the
+  question's numbers and names (anchor guard), and both questions must fit the encoder's
+  window: a vector of a long question's head and tail says nothing about its middle, so
+  long questions are matched exactly or not at all;
 - entries expire after ttl_s; past max_entries the least recently used go first.
 Any storage fault turns the cache off with one warning; requests are served regardless.
 """
@@ -29,7 +29,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tierwise.cache import frame, keys
+from tierwise.cache import keys
+from tierwise.cache.budget import Thresholds, content_words
 from tierwise.cache.index import VectorIndex
 from tierwise.cache.store import DiskStore, Entry, RedisStore, Store, StoreError
 from tierwise.config import CacheConfig, TierwiseConfig
@@ -78,10 +79,16 @@ class SemanticCache:
         self.config = config
         self.encoder = encoder
         self.clock = clock
+        self.thresholds = (
+            Thresholds.fixed(config.similarity)
+            if config.similarity is not None
+            else Thresholds.for_budget(config.max_false_hit_rate)
+        )
         self.disabled_reason = ""
         self._lock = threading.RLock()
         self._indexes: dict[str, VectorIndex] = {}
-        self._meta: dict[str, tuple[str, float, float]] = {}  # id -> (partition, expires, used)
+        # id -> (partition, expires, last used, content words of the question)
+        self._meta: dict[str, tuple[str, float, float, int]] = {}
         self._seen_seq = 0
         self._puts = 0
         self.store: Store | None = None
@@ -180,9 +187,12 @@ class SemanticCache:
             with self._lock:
                 index = self._indexes.get(partition)
                 candidates = index.search(query, k=4) if index else []
+            words = content_words(question)
             for similarity, candidate in candidates:
-                if similarity < self.config.similarity:
+                if similarity < self.thresholds.lowest:
                     break
+                if similarity < self._needed(words, candidate):
+                    continue  # known from memory: no store read for a candidate too far
                 hit = self._serve(candidate, tier_order, similarity, exact=False, asked=question)
                 if hit:
                     return hit
@@ -206,22 +216,22 @@ class SemanticCache:
             return None
         if entry.tier_order < tier_order:
             return None  # produced by a cheaper tier than this request needs
-        if not exact and not (entry.whole and self._same_meaning(asked, entry.question)):
+        if not exact and not (entry.whole and self._same_anchors(asked, entry.question)):
             return None
         with self._lock:
             if entry_id in self._meta:
-                partition, expires, _ = self._meta[entry_id]
-                self._meta[entry_id] = (partition, expires, now)
+                partition, expires, _, words = self._meta[entry_id]
+                self._meta[entry_id] = (partition, expires, now, words)
         return CacheHit(entry.id, entry.response, entry.tier, similarity, exact)
 
-    def _same_meaning(self, asked: str, stored: str) -> bool:
-        """The checks a match by meaning passes besides the cosine: anchors, then the frame."""
-        if self.config.anchor_guard and not keys.anchors_agree(asked, stored):
-            return False
-        if self.encoder is None or self.config.frame_similarity <= 0:
-            return True
-        middle = frame.middle_similarity(asked, stored, self.encoder.embed)
-        return middle is None or middle >= self.config.frame_similarity
+    def _needed(self, asked_words: int, entry_id: str) -> float:
+        """The cosine a candidate needs for its pair's length band (above 1 if unknown)."""
+        with self._lock:
+            meta = self._meta.get(entry_id)
+        return 2.0 if meta is None else self.thresholds.needed(asked_words, meta[3])
+
+    def _same_anchors(self, asked: str, stored: str) -> bool:
+        return not self.config.anchor_guard or keys.anchors_agree(asked, stored)
 
     def put(
         self,
@@ -281,7 +291,8 @@ class SemanticCache:
             if index is None:
                 index = self._indexes[entry.partition] = VectorIndex(len(entry.vector))
             index.add(entry.id, entry.vector)
-            self._meta[entry.id] = (entry.partition, entry.expires, entry.created)
+            words = content_words(entry.question)
+            self._meta[entry.id] = (entry.partition, entry.expires, entry.created, words)
 
     def _forget(self, entry_id: str) -> None:
         with self._lock:
@@ -302,13 +313,13 @@ class SemanticCache:
             if len(self._meta) <= cap and self._puts % EXPIRY_SWEEP_EVERY:
                 return
             now = self.clock()
-            victims = [i for i, (_, expires, _) in self._meta.items() if expires <= now]
+            victims = [i for i, (_, expires, *_) in self._meta.items() if expires <= now]
             over = len(self._meta) - len(victims) - cap
             if over > 0:
                 # A stable sort on the last use alone: entries used at the same instant go
                 # oldest-inserted first (ordering ties by their random ids could drop the newest).
                 live = sorted(
-                    (i for i, (_, expires, _) in self._meta.items() if expires > now),
+                    (i for i, (_, expires, *_) in self._meta.items() if expires > now),
                     key=lambda i: self._meta[i][2],
                 )
                 victims += live[: max(over, cap // 100)]
