@@ -26,7 +26,8 @@ from websockets.sync.client import connect
 
 from relay import protocol
 from relay.consumer import HpcStream, StreamError
-from relay.dispatch import Dispatcher, LocalExecutor
+from relay.dispatch import Dispatcher
+from relay.local_endpoint import LocalExecutor
 from relay.worker import run_worker
 from tests.servers import Service, Stub, free_port
 from tests.servers.relay import (
