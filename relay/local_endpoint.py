@@ -119,7 +119,9 @@ class LocalExecutor:
 
         try:
             error = done.exception()
-            if error is not None:
+            if isinstance(error, WorkerLost):  # as the endpoint reports a lost worker
+                future.set_exception(TaskExecutionFailed(str(error), str(time.time())))
+            elif error is not None:
                 future.set_exception(error)
             elif done.result().is_error:
                 future.set_exception(TaskExecutionFailed(done.result().data, str(time.time())))
@@ -145,6 +147,10 @@ def hardened_options(
     }
 
 
+class WorkerLost(RuntimeError):
+    """The worker process died mid-task; a real endpoint reports this as a failed task."""
+
+
 def run_task(task_id: uuid.UUID, body: bytes, run_dir: str, options: dict[str, Any]) -> Any:
     """Run one packed Task in a fresh worker process; returns the unpacked Result message."""
     command = [sys.executable, "-m", "relay.local_endpoint", str(task_id), run_dir]
@@ -153,7 +159,7 @@ def run_task(task_id: uuid.UUID, body: bytes, run_dir: str, options: dict[str, A
     )
     if process.returncode != 0:
         tail = process.stderr.decode("utf-8", "replace")[-2000:]
-        raise RuntimeError(
+        raise WorkerLost(
             f"the local worker process for task {task_id} exited with code "
             f"{process.returncode}{': ' + tail if tail else ''}"
         )

@@ -122,7 +122,8 @@ def test_an_expired_producer_token_stops_generation(
     finally:
         relay.stop()
     assert result["cancelled"] is True
-    assert _aborted(stub)
+    # Stopped before vLLM was called, or vLLM's request was aborted: no answer for nobody.
+    assert stub.requests() == [] or _aborted(stub)
 
 
 def test_settings_refuse_a_relay_in_clear_and_a_key_in_the_task(
