@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.servers import REPO, Service, free_port, stand_in_env, start_service
+from tests.servers import (
+    REPO,
+    Service,
+    free_port,
+    run_headless,
+    stand_in_env,
+    start_service,
+)
 from tierwise.config import load_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -87,17 +94,8 @@ def ask(cn: Path, proxy: Service, home: Path, prompt: str) -> str:
         "CONTINUE_METRICS_ENABLED": "0",
         "LITELLM_API_KEY": KEY,
     }
-    done = subprocess.run(
-        [str(cn), "--config", str(home / "config.yaml"), "-p", prompt],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=home,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    command = [str(cn), "--config", str(home / "config.yaml"), "-p", prompt]
+    return run_headless(command, env=env, cwd=home, timeout_s=300)
 
 
 @pytest.mark.parametrize(("prompt", "tier"), [(EASY, "local"), (HARD, "cloud")])

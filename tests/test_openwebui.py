@@ -509,6 +509,32 @@ def test_a_browser_chat_goes_local_and_its_repeat_in_a_new_chat_is_a_cache_hit(
     assert f"cached answer from {LOCAL} (local) · exact repeat · first token " in second
 
 
+def test_with_builtin_tools_kept_a_browser_chat_goes_where_they_fit(
+    owui: Stack, tmp_path: Path
+) -> None:
+    """An admin who keeps the built-in tools (`--builtin-tools`): the web UI's chats carry
+    them, go to a tier whose window holds them, and the status says why."""
+    done = install_cli(owui.server, "--builtin-tools")
+    assert done.returncode == 0 and "built-in tools: kept on" in done.stdout, done.stderr
+    question = "What is the capital of Ireland?"
+    try:
+        with chromium(tmp_path / "profile") as driver:
+            sign_in(driver, owui.server.url, "uma@example.org", "uma-pass-123")
+            page = ask_in_new_chat(driver, owui.server.url, question, f"[hpc] {question}")
+    finally:
+        restored = install_cli(owui.server)  # built-in tools off again for the other tests
+        assert restored.returncode == 0, restored.stderr
+    asked = [r["body"] for r in owui.hpc.requests() if last_user_text(r["body"]) == question]
+    assert len(asked) == 1 and len(asked[0]["tools"]) > 10  # Open WebUI's built-in tools
+    assert not [r for r in ollama_requests(owui.local) if last_user_text(r["body"]) == question]
+    assert f"{HPC} (hpc) · long prompt (" in page
+
+
+def last_user_text(body: dict[str, Any]) -> Any:
+    users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    return users[-1].get("content") if users else None
+
+
 def test_cache_hit_vs_miss_end_to_end(owui: Stack) -> None:
     """Figures for the README (printed, never asserted): the same questions through
     /api/chat/completions, first a miss (lookup, the local model, store), then a hit."""

@@ -12,7 +12,7 @@ import pytest
 
 from litellm_plugin.up import plan_tiers, proxy_config, tierwise_section
 from relay.provider import HpcSettings
-from tests.servers import free_port, stand_in_env
+from tests.servers import free_port, run_headless, stand_in_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,17 +50,8 @@ def test_plan_sends_the_hpc_tier_through_the_relay_when_configured() -> None:
 def test_up_smoke_starts_routes_and_exits_zero() -> None:
     env = stand_in_env()
     tierwise = Path(sys.executable).with_name("tierwise")
-    done = subprocess.run(
-        [str(tierwise), "up", "--smoke", "--port", str(free_port())],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
+    command = [str(tierwise), "up", "--smoke", "--port", str(free_port())]
+    out = run_headless(command, env=env, cwd=REPO, timeout_s=240)
     assert "local  STAND-IN" in out and "5/5 requests served" in out
     rows = {line.split()[0]: line.split() for line in out.splitlines() if " 200 " in line}
     assert rows["easy"][2] == "local" and rows["hard"][2] == "cloud"

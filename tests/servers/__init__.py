@@ -114,6 +114,24 @@ MASTER_KEY = "sk-tierwise-test-0123456789abcdef"
 TIER_ENV = ("OLLAMA_API_BASE", "TIERWISE_HPC_API_BASE", "OPENROUTER_API_KEY")
 
 
+def run_headless(
+    command: Sequence[str], *, env: Mapping[str, str], cwd: Path, timeout_s: float
+) -> str:
+    """Run a command-line tool as a non-interactive shell would (no stdin); it must exit 0.
+    Returns its stdout; a failure shows stdout and stderr."""
+    done = subprocess.run(
+        list(command),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=dict(env),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 def stand_in_env() -> dict[str, str]:
     """This process's environment without the variables that give `tierwise up` real tiers."""
     return {k: v for k, v in os.environ.items() if k not in TIER_ENV}
