@@ -228,7 +228,9 @@ def test_upstream_failure_reaches_the_user_as_an_error(stack: Stack) -> None:
         response = stack.post("hpc-llama", "will fail")
         assert response.status_code >= 400
         assert "HTTP 503" in response.text
-        assert time.monotonic() - started < 15
+        # An error, not a hang: the first task starts a worker process, which took 24-31 s
+        # on this 2-core machine under other jobs' load (base and this branch alike).
+        assert time.monotonic() - started < 50
     finally:
         stack.stub.control(fail_status=0)
 
