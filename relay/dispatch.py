@@ -46,9 +46,10 @@ class DispatchError(Exception):
     """The job could not be handed to the HPC side. The message is safe to show API callers;
     the details went to the proxy's log."""
 
-    def __init__(self, message: str, status_code: int = 503) -> None:
+    def __init__(self, message: str, status_code: int = 503, retry: bool = False) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.retry = retry  # a fresh executor may succeed (the service was busy, or ours died)
 
 
 class ResultUnavailable(DispatchError):
@@ -181,11 +182,16 @@ class Dispatcher:
                 (),
                 {"job": job},
             )
-        except DispatchError:
+        except DispatchError as exc:
             self._discard(self._executor)
-            raise
+            if not (exc.retry and retries > 0):
+                raise
+            sdk_future = None  # e.g. the executor shut itself down after another's batch
         finally:
             self._lock.release()
+        if sdk_future is None:
+            self._submit(handle, job, retries - 1)
+            return
         handle.sdk_future = sdk_future
         sdk_future.add_done_callback(
             lambda done: self._settle(handle, job, retries, executor, done)
@@ -280,7 +286,7 @@ class Dispatcher:
         except Exception as exc:
             log.warning("%s failed while %s: %r", self.label, what, exc)
             why = refusal(exc)
-            raise DispatchError(why.message, why.status_code) from exc
+            raise DispatchError(why.message, why.status_code, why.retry) from exc
 
     def _discard(self, executor: TaskExecutor | None) -> None:
         """Forget a failed executor (if it is still the current one); the next call builds one."""
