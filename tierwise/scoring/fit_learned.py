@@ -19,7 +19,7 @@ import itertools
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +47,7 @@ class Settings:
     length_weight: float
 
     def as_dict(self) -> dict[str, float]:
-        return {
-            "l2": self.l2,
-            "label_weight": self.label_weight,
-            "length_weight": self.length_weight,
-        }
+        return asdict(self)
 
 
 def source_weights(pool: Pool, mask: np.ndarray, label_weight: float) -> np.ndarray:
