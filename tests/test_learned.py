@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 from importlib import resources
@@ -112,3 +113,14 @@ def test_missing_static_embedding_falls_back_to_the_heuristic_and_says_once(
     assert isinstance(first, HeuristicScorer) and isinstance(second, HeuristicScorer)
     warnings = [r for r in caplog.records if "learned scorer unavailable" in r.getMessage()]
     assert len(warnings) == 1 and "tierwise[learned]" in warnings[0].getMessage()
+
+
+def test_unit_scale_keeps_every_difference_and_lands_cuts_on_band_edges() -> None:
+    model = load_learned()
+    bands = load_config(three_tiers()).scoring.bands
+    etas = np.linspace(model.cut_low - 20, model.cut_high + 20, 400)
+    units = [round(model.unit(float(e), bands), 4) for e in etas]
+    assert all(a < b for a, b in itertools.pairwise(units))  # no ties after rounding
+    assert units[0] >= 0.0 and units[-1] <= 1.0
+    assert model.unit(model.cut_low, bands) == pytest.approx(bands.medium)
+    assert model.unit(model.cut_high, bands) == pytest.approx(bands.high)

@@ -63,17 +63,19 @@ def _tokenizer() -> Iterator[Check]:
 
 
 def _learned(config: TierwiseConfig) -> Iterator[Check]:
-    """Whether the learned scorer loads (this builds the cached ONNX graph on first use)."""
-    from tierwise.encoder import EncoderUnavailable, shared_encoder
+    """Whether the learned scorer loads: its static vectors and the head fitted on them."""
+    from tierwise.scoring.factory import learned_or_none
+    from tierwise.static_encoder import StaticEncoderUnavailable, wheel_dir
 
     try:
-        encoder = shared_encoder(config.encoder)
-    except EncoderUnavailable as exc:
+        where = wheel_dir()
+    except StaticEncoderUnavailable as exc:
         yield Check("WARN", "learned scorer", f"off, the heuristic serves: {exc}")
         return
-    yield Check(
-        "OK", "learned scorer", f"{encoder.model_path} (max {encoder.max_tokens} tokens per text)"
-    )
+    if learned_or_none(config) is None:
+        yield Check("WARN", "learned scorer", f"off, the heuristic serves (see the log); {where}")
+        return
+    yield Check("OK", "learned scorer", f"static vectors from {where}")
 
 
 def _gpu(config: TierwiseConfig) -> Iterator[Check]:

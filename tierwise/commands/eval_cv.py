@@ -31,7 +31,8 @@ NOTES = (
     "scorer refitted per fold with its shipped settings; length = token count (band cuts "
     "fitted on the other sources' labels); litellm = LiteLLM complexity_router's weighted "
     "score and its own tier; random = mean of 10 seeds. AUROC of 'the strong model was "
-    "needed' and APGR for outcome sources; AUROC of HIGH and 3-class accuracy for labels."
+    "needed' and APGR for outcome sources; AUROC of HIGH and 3-class accuracy for labels. "
+    "mean/worst: AUROC over every source, APGR over outcome sources, accuracy over labels."
 )
 
 

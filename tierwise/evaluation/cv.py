@@ -192,7 +192,7 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
         for second in ("apgr", "accuracy"):
             if f"{kind}_{second}" not in first:
                 continue
-            label = f"{kind} (outcomes)" if second == "apgr" else f"{kind} (labels)"
+            label = f"{kind} (all / APGR)" if second == "apgr" else f"{kind} (accuracy)"
             auroc_key = f"{kind}_auroc" if second == "apgr" else None
             cells = "".join(
                 (f"{results[m][auroc_key]:>8.3f}/" if auroc_key else f"{'':>8} ")

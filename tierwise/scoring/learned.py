@@ -18,6 +18,7 @@ the data they came from and the CV figures that chose them.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,7 +30,7 @@ import numpy as np
 from tierwise.config import Bands
 from tierwise.request import ChatRequest
 from tierwise.scoring.base import Band, Score, Scorer
-from tierwise.scoring.heuristic import DIMENSIONS, LinearHead, features
+from tierwise.scoring.heuristic import DIMENSIONS, features
 
 ARTIFACT = "learned.json"
 _YES_NO = re.compile(r"(?:do|does|is|are|can|could|should|was|were|did|will|would)\b")
@@ -164,6 +165,26 @@ class LearnedModel:
         }
         return sum(parts.values()), parts
 
+    def unit(self, eta: float, bands: Bands) -> float:
+        """eta onto [0, 1], strictly increasing, the cuts landing on the configured band edges.
+
+        A logistic at the sum's own scale (its parts are z-scores) keeps every difference in
+        eta a difference in the score, so rankings survive rounding; a piecewise-linear
+        stretch then moves the cuts' images onto bands.medium and bands.high.
+        """
+        scale = float(np.sqrt(1.0 + self.length_weight**2))
+        centre = (self.cut_low + self.cut_high) / 2
+
+        def squash(value: float) -> float:
+            return 1.0 / (1.0 + math.exp(-min(50.0, max(-50.0, (value - centre) / scale))))
+
+        p, low, high = squash(eta), squash(self.cut_low), squash(self.cut_high)
+        if p < low:
+            return p / low * bands.medium
+        if p < high or high >= 1.0:
+            return bands.medium + (p - low) / max(high - low, 1e-12) * (bands.high - bands.medium)
+        return bands.high + (p - high) / (1.0 - high) * (1.0 - bands.high)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "need": self.need.as_dict(),
@@ -219,7 +240,7 @@ class LearnedScorer(Scorer):
         dims = features(text)
         x = input_vector(self.encoder.encode([text])[0], dims, text)
         eta, parts = self.model.eta(x, text)
-        unit = LinearHead({}, self.model.cut_low, self.model.cut_high).to_unit(eta, self.bands)
+        unit = self.model.unit(eta, self.bands)
         drivers = [f"{k}{'+' if v >= 0 else '-'}{abs(v):.2f}" for k, v in parts.items() if v]
         if dims["choices"] > 0:
             drivers.append("closed-question")
