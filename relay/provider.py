@@ -222,6 +222,11 @@ class HpcProvider(CustomLLM):
             },
         }
         dispatcher = self._dispatcher(settings)
+        logging_obj = call.get("logging_obj")
+        if logging_obj is not None:
+            # The hand-off, as LiteLLM's own providers mark it: from here a failure is the
+            # tier's (tierwise/faults.py), before it the request's.
+            logging_obj.pre_call(input=call["messages"], api_key=None)
         try:
             future = await asyncio.to_thread(dispatcher.submit, job)
         except DispatchError as exc:

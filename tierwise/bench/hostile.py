@@ -27,7 +27,9 @@ from tierwise.bench.stats import summary_ms
 
 KEY = "sk-tierwise-bench-0123456789abcdef"
 WARMUP = 10
-NORMAL = ("What is 2+2?", "What is the capital of France?", "Say hello in Spanish.")
+# Easy questions the heuristic scorer sends to local on their own (checked with `tierwise
+# route`), so any that leaves local was moved by the hostile traffic.
+NORMAL = ("What is 2+2?", "What is the capital of France?", "How many days are in a week?")
 FIM = {"prompt": "def add(a, b):\n    ", "suffix": "\n", "max_tokens": 16}
 
 
