@@ -2,14 +2,17 @@
 `tierwise up`, headless and offline, with the shipped continue_config/config.yaml.
 
 `tierwise up` fills every tier with a labelled stand-in ("[<tier> stand-in] ..."), so the
-reply `cn` prints names the tier that answered.
+reply `cn` prints names the tier that answered; the proxy's decision log (turned on through
+`tierwise --config FILE up`) says which tier tierwise chose.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,8 +73,12 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     port = free_port()
     tierwise = Path(sys.executable).with_name("tierwise")
     env = stand_in_env()
+    settings = root / "tierwise.yaml"
+    settings.write_text(
+        yaml.safe_dump({"tierwise": {"telemetry": {"log": True, "path": str(root / "log.db")}}})
+    )
     service = start_service(
-        [str(tierwise), "up", "--port", str(port)],
+        [str(tierwise), "--config", str(settings), "up", "--port", str(port)],
         f"http://127.0.0.1:{port}/health/liveliness",
         root / "tierwise-up.log",
         env={**env, "LITELLM_MASTER_KEY": KEY, "XDG_DATA_HOME": str(root / "xdg")},
@@ -79,6 +86,26 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     )
     yield Service(service.process, f"http://127.0.0.1:{port}", service.log)
     service.stop()
+
+
+def logged_tiers(proxy: Service, after_id: int) -> tuple[int, set[str]]:
+    """The decision log's newest row id and the tiers of the rows written after `after_id`."""
+    db = proxy.log.parent / "log.db"
+    if not db.exists():
+        return after_id, set()
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT id, tier FROM requests WHERE id > ?", (after_id,)).fetchall()
+    return max((r[0] for r in rows), default=after_id), {r[1] for r in rows}
+
+
+def wait_for_tiers(proxy: Service, after_id: int) -> tuple[int, set[str]]:
+    """Rows are written by a background thread: wait (boundedly) for this ask's rows."""
+    deadline = time.monotonic() + 30
+    newest, tiers = logged_tiers(proxy, after_id)
+    while not tiers and time.monotonic() < deadline:
+        time.sleep(0.2)
+        newest, tiers = logged_tiers(proxy, after_id)
+    return newest, tiers
 
 
 def ask(cn: Path, proxy: Service, home: Path, prompt: str) -> str:
@@ -102,5 +129,8 @@ def ask(cn: Path, proxy: Service, home: Path, prompt: str) -> str:
 def test_continue_cli_is_routed_by_complexity(
     cn: Path, proxy: Service, tmp_path: Path, prompt: str, tier: str
 ) -> None:
+    before, _ = logged_tiers(proxy, 0)
     out = ask(cn, proxy, tmp_path / "home", prompt)
     assert f"[{tier} stand-in] {prompt}" in out, out
+    _, tiers = wait_for_tiers(proxy, before)
+    assert tier in tiers, tiers
