@@ -6,8 +6,8 @@ asked for a stream, the spend logs mark it `cache_hit` with zero cost, and a str
 is assembled and stored by LiteLLM itself. Other model groups go to the backend the proxy
 already had (or to none): their caching is exactly as before.
 
-The lookup runs after routing, so the decided tier is known (the tier stamp) and the
-question's embedding computed by the learned scorer is reused through the engine's memo.
+The lookup runs after routing, so the decided tier is known (the tier stamp); the question's
+embedding is computed once per request and kept in its memo for the store after a miss.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 from tests.servers import Service, start_redis
 from tierwise.cache import SemanticCache, cache_encoder
 from tierwise.cache.budget import content_words
-from tierwise.cache.semantic import Embedder
+from tierwise.cache.semantic import VECTOR_MEMO, Embedder
 from tierwise.config import CacheConfig, load_config
 from tierwise.request import ChatRequest, Scope
 
@@ -309,7 +309,7 @@ def test_ten_thousand_mixed_user_requests_never_cross_tenants(
     for _ in range(10_000):
         user, question = rng.choice(users), rng.choice(questions)
         request = ask(question, user)
-        request.memo["embedding"], request.memo["embedding_window"] = vectors[question], 10**6
+        request.memo[VECTOR_MEMO] = vectors[question]
         hit = cache.lookup(request, 0)
         if hit is None:
             cache.put(request, {"content": f"for {user.user}: {question}"}, "local", 0)

@@ -71,8 +71,8 @@ class ChatRequest:
     scope: Scope = field(default_factory=Scope)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     counter: TokenCounter | None = field(default=None, repr=False, compare=False)
-    # Per-request results computed once and shared, e.g. memo["embedding"]: the encoder's
-    # vector of last_user_text, used by both the learned scorer and the semantic cache.
+    # Per-request results computed once and shared between steps (token layout, the
+    # semantic cache's vector of last_user_text).
     memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _prompt_tokens: int | None = field(default=None, repr=False, compare=False)
 

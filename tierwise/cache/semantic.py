@@ -36,6 +36,9 @@ from tierwise.cache.store import DiskStore, Entry, RedisStore, Store, StoreError
 from tierwise.config import CacheConfig, TierwiseConfig
 from tierwise.request import ChatRequest
 
+# request.memo key of the question's vector; benchmarks and tests put a known vector there.
+VECTOR_MEMO = "cache_vector"
+
 log = logging.getLogger(__name__)
 EXPIRY_SWEEP_EVERY = 1024  # puts between sweeps for expired entries
 
@@ -141,23 +144,18 @@ class SemanticCache:
     def vector(self, request: ChatRequest) -> np.ndarray | None:
         """The embedding of the whole question, or None when it is too long to match by meaning.
 
-        The scorer's vector (request.memo) is reused when its window held the whole question;
-        the cache's own window is usually wider, so longer questions get one more pass.
+        Computed once per request (kept in request.memo), so a lookup and the store after a
+        miss share one encoder pass.
         """
         if self.encoder is None:
             return None
         question = request.last_user_text
         window = min(self.config.window_tokens, self.encoder.max_tokens)
-        tokens = self.encoder.token_count(question, window)
-        if tokens > window:
+        if self.encoder.token_count(question, window) > window:
             return None
-        shared = request.memo.get("embedding")
-        if shared is not None and tokens <= int(request.memo.get("embedding_window", 0)):
-            return np.asarray(shared, dtype=np.float32)
-        key = f"embedding@{self.encoder.max_tokens}"
-        if key not in request.memo:
-            request.memo[key] = self.encoder.embed([question])[0]
-        return np.asarray(request.memo[key], dtype=np.float32)
+        if VECTOR_MEMO not in request.memo:
+            request.memo[VECTOR_MEMO] = self.encoder.embed([question])[0]
+        return np.asarray(request.memo[VECTOR_MEMO], dtype=np.float32)
 
     def _partial_vector(self, request: ChatRequest) -> np.ndarray:
         """A long question (or any, without an encoder) is stored for exact matches only; its
