@@ -90,6 +90,14 @@ def judge(request_data: Mapping[str, Any], exception: BaseException) -> Verdict:
     return Verdict(fault, client_status(status if sent else None), message)
 
 
+def judge_mid_stream(exception: BaseException) -> Verdict:
+    """A stream that broke off after the upstream started answering: always a tier fault."""
+    status = getattr(exception, "status_code", None)
+    status = status if isinstance(status, int) else None
+    message = str(getattr(exception, "message", "") or exception)
+    return Verdict(classify(status, sent=True, mid_stream=True), client_status(status), message)
+
+
 def ttft_ms(
     kwargs: Mapping[str, Any], start_time: Any, end_time: Any, lag_ms: float
 ) -> float | None:

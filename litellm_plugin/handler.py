@@ -163,13 +163,27 @@ class TierwiseHandler(CustomLogger):
     async def async_post_call_streaming_iterator_hook(
         self, user_api_key_dict: Any, response: Any, request_data: dict
     ) -> AsyncGenerator[Any, None]:
-        """Pass the stream through, noting the loop lag when its first chunk was read."""
-        ours = record_in(metadata_of(request_data)) is not None
-        async for item in response:
-            if ours:
-                attempts.mark_first(request_data, self.lag.total_ms())
-                ours = False
-            yield item
+        """Pass the stream through, noting the loop lag when its first chunk was read, and
+        count a stream that dies mid-way against its tier.
+
+        A stream's death surfaces here and nowhere else: the router returned the stream long
+        ago, so no deployment failure hook runs. Only an exception out of the upstream's
+        iterator counts (LiteLLM raises one when the body breaks off: an incomplete chunked
+        body, a reset, a read timeout); a client that leaves is a GeneratorExit or a
+        cancellation, which are not Exceptions and count nothing.
+        """
+        record = record_in(metadata_of(request_data))
+        first = record is not None
+        try:
+            async for item in response:
+                if first:
+                    attempts.mark_first(request_data, self.lag.total_ms())
+                    first = False
+                yield item
+        except Exception as exc:
+            if record is not None:
+                self._stream_died(request_data, record, exc)
+            raise
 
     async def async_post_call_response_headers_hook(
         self,
@@ -273,6 +287,20 @@ class TierwiseHandler(CustomLogger):
             self.engine.observe_failure(tier, verdict.fault, error, record.get("caller"))
         except Exception:
             log.exception("tierwise: recording a failure failed (ignored)")
+
+    def _stream_died(self, request_data: dict, record: dict[str, Any], exc: Exception) -> None:
+        """A tier fault on the tier that was streaming (the last one tried)."""
+        try:
+            tried = record.get("attempts") or [record.get("tier")]
+            tier = tried[-1]
+            if not isinstance(tier, str):
+                return
+            verdict = attempts.judge_mid_stream(exc)
+            error = f"stream died mid-way: {type(exc).__name__}: {verdict.error}"[:200]
+            log.warning("tierwise: tier %s: %s; counted as a tier fault", tier, error)
+            self.engine.observe_failure(tier, verdict.fault, error, record.get("caller"))
+        except Exception:
+            log.exception("tierwise: recording a mid-stream death failed (ignored)")
 
     # -- helpers ---------------------------------------------------------------------------
 

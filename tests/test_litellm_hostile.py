@@ -115,8 +115,36 @@ def test_a_burst_against_a_healthy_tier_does_not_demote_it(
     with ThreadPoolExecutor(max_workers=40) as pool:
         burst = list(pool.map(one, range(120)))
     assert burst.count("local") >= 100, burst
+    assert deaths(proxy) == 0  # a healthy burst counts no tier fault
     after = chat(proxy, EASY, stream=True, user="alice")
     assert after.headers["x-tierwise-tier"] == "local", after.headers["x-tierwise-reason"]
+
+
+def test_a_mid_stream_death_counts(tiers: dict[str, Stub], proxy: Service) -> None:
+    """An upstream that crashes mid-body (its chunked body never ends) is a tier fault: the
+    caller sees an error, not a made-up "stop", and once the deaths from several callers
+    reach the breaker's threshold (3), the next easy requests go to another tier."""
+    tiers["local"].control(fail_after_tokens=2)
+    served = []
+    for i in range(5):
+        reply = chat(proxy, EASY, stream=True, user=f"user-{i % 2}")
+        served.append(reply.headers["x-tierwise-tier"])
+        if served[-1] == "local":
+            assert "is 2+2?" not in reply.text and "error" in reply.text, reply.text
+        else:
+            assert answer(reply) == f"[hpc] {EASY}"
+            assert "health: local cooling down" in reply.headers["x-tierwise-reason"]
+    assert served == ["local", "local", "local", "hpc", "hpc"]
+    assert deaths(proxy) == 3
+    tiers["local"].control(fail_after_tokens=-1)
+    after = chat(proxy, EASY, user="alice")
+    assert answer(after) == f"[hpc] {EASY}", after.headers["x-tierwise-reason"]
+
+
+def deaths(proxy: Service) -> int:
+    """Mid-stream deaths the proxy counted against a tier, from its log."""
+    lines = proxy.log.read_text(errors="replace").splitlines()
+    return sum(line.startswith("tierwise: tier ") and "died mid-way" in line for line in lines)
 
 
 def test_one_caller_cannot_open_the_breaker_for_everyone(

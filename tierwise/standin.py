@@ -15,7 +15,9 @@ test can tell which tier answered and what it was sent.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import socket
 import threading
 import time
 import uuid
@@ -34,7 +36,7 @@ class StubState:
         self.token_delay_ms = 0.0
         self.fail_status = 0  # non-zero: answer every chat request with this HTTP status
         self.fail_message = ""  # the error message of those answers (default: says who failed)
-        self.fail_after_tokens = -1  # >= 0: drop the stream after this many tokens
+        self.fail_after_tokens = -1  # >= 0: crash mid-stream after this many tokens
         self.kv_cache_usage = 0.1
         self.waiting = 0
         self.reply: str | None = None  # fixed reply text instead of the echo
@@ -211,8 +213,10 @@ class Handler(JsonHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Connection", "close")
         self.end_headers()
+        self.close_connection = True
         chunk_id = f"chatcmpl-{uuid.uuid4().hex[:12]}"
 
         def send(delta: dict[str, Any], finish: str | None = None, usage: Any = None) -> None:
@@ -225,8 +229,7 @@ class Handler(JsonHandler):
             }
             if usage:
                 payload["usage"] = usage
-            self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
-            self.wfile.flush()
+            self._chunk(f"data: {json.dumps(payload)}\n\n".encode())
 
         words = _words(text)
         try:
@@ -236,8 +239,8 @@ class Handler(JsonHandler):
             else:
                 for i, word in enumerate(words):
                     if state.fail_after_tokens >= 0 and i >= state.fail_after_tokens:
-                        self.close_connection = True
-                        return  # drop mid-stream, as a crashed upstream would
+                        self._crash()
+                        return
                     if state.token_delay_ms:
                         time.sleep(state.token_delay_ms / 1000)
                     send({"content": word})
@@ -251,12 +254,22 @@ class Handler(JsonHandler):
                         "total_tokens": prompt_tokens + len(words),
                     },
                 )
-            self.wfile.write(b"data: [DONE]\n\n")
-            self.wfile.flush()
+            self._chunk(b"data: [DONE]\n\n")
+            self._chunk(b"")  # the last chunk: the body is complete
         except (BrokenPipeError, ConnectionResetError):
             record["aborted"] = True  # the client hung up mid-stream (e.g. a cancel)
-            return
-        self.close_connection = True
+
+    def _chunk(self, data: bytes) -> None:
+        """One chunk of a chunked body (an empty one ends the body)."""
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _crash(self) -> None:
+        """Die mid-body as a crashed upstream does: the connection closes before the chunked
+        body's last chunk, so the client's HTTP library reports an incomplete body (aiohttp:
+        ClientPayloadError, httpx: RemoteProtocolError) rather than a clean end."""
+        with contextlib.suppress(OSError):  # already gone
+            self.connection.shutdown(socket.SHUT_RDWR)
 
 
 def serve(port: int, name: str, models: list[str], host: str = "127.0.0.1") -> ThreadingHTTPServer:
