@@ -1,20 +1,27 @@
-"""Health, SLA EMA and probe counters shared by every worker and replica through Redis.
+"""Health, SLA EMA, probe counters and GPU readings shared by every worker and replica
+through Redis.
 
 Without `redis_url`, each process keeps its own signals (a breaker opened in one LiteLLM
-worker is unknown to the next). With it, the shared breaker, the latency EMA and the probe
-counters live in Redis, under `tierwise:signals:<tier>:*`; every write also updates the
-process's own trackers, so that if Redis goes away the process goes on with local state
-(and says so once). Reads go through a short local cache (`CACHE_S`), so a decision costs
-at most one Redis round trip per tier and half second, not one per rule.
+worker is unknown to the next). With it, the shared breaker, the latency EMA, the probe
+counters and the GPU readings live in Redis, under `tierwise:signals:*`; every write also
+updates the process's own trackers, so that if Redis goes away the process goes on with
+local state (and says so once). Reads go through a short local cache (`CACHE_S`), so a
+decision costs at most one Redis round trip per signal and half second, not one per rule.
+
+GPU readings: the freshest of this process's own and the shared one wins. A vLLM /metrics
+reading (keyed by tier) describes a server every replica calls, so all replicas share it;
+an NVML reading describes a card in one machine, so only the processes on that machine
+share it (its Redis key names the host). Ages travel as wall-clock times: replicas on
+several machines need synchronised clocks (NTP), as LiteLLM's own Redis cooldowns do.
 
 Per-caller breakers (tierwise/faults.py) stay per process: they guard one caller's own
-traffic, and a caller's requests seldom stick to one worker anyway. GPU memory readings
-stay per process too: an NVML reading describes the machine it was taken on.
+traffic, and a caller's requests seldom stick to one worker anyway.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +31,7 @@ from tierwise.config import TierwiseConfig
 from tierwise.rules import Signals
 from tierwise.signals.health import UNATTRIBUTED, HealthTracker
 from tierwise.signals.latency import LatencyTracker
+from tierwise.signals.vram import GpuReading, GpuState
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +69,18 @@ redis.call('HSET', KEYS[1], 'v', tostring(v), 'n', tostring(n + 1))
 return tostring(v)
 """
 
+# Store a GPU reading unless a fresher one is there already (another worker's).
+# KEYS: the reading's hash. ARGV: taken at (epoch s), time to live (ms), then field, value...
+GPU_SCRIPT = """
+local at = tonumber(redis.call('HGET', KEYS[1], 'at') or '0')
+if tonumber(ARGV[1]) < at then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'at', ARGV[1], unpack(ARGV, 3))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+GPU_FIELDS = ("free_gb", "total_gb", "kv_cache_usage", "waiting")
+
 
 class RedisLink:
     """One Redis client with the fall-back rule: an error means local state for a while."""
@@ -75,6 +95,7 @@ class RedisLink:
         )
         self.failure = self.client.register_script(FAILURE_SCRIPT)
         self.ema = self.client.register_script(EMA_SCRIPT)
+        self.gpu = self.client.register_script(GPU_SCRIPT)
         self._clock = clock
         self._down_until = 0.0
         self._down = False
@@ -216,9 +237,77 @@ class SharedLatency(LatencyTracker):
         return int(count) % probe_every == 0 if ok else local
 
 
+class SharedGpu(GpuState):
+    """GPU readings in Redis (see the module docstring for who shares which reading)."""
+
+    def __init__(
+        self,
+        link: RedisLink,
+        stale_after_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        host: str | None = None,
+    ) -> None:
+        super().__init__(stale_after_s, clock)
+        self.link = link
+        self._wall = wall
+        self._host = host or socket.gethostname()
+        self._cache = _Cache(clock)
+
+    def _redis_key(self, key: str) -> str:
+        where = f"{self._host}:{key}" if key.startswith("nvml:") else key
+        return f"{PREFIX}gpu:{where}"
+
+    def put(self, key: str, reading: GpuReading) -> None:
+        super().put(key, reading)
+        taken_at = self._wall() - (self.now() - reading.taken_at)
+        pairs: list[Any] = []
+        for name in GPU_FIELDS:
+            value = getattr(reading, name)
+            if value is not None:
+                pairs += [name, repr(value)]
+        ttl_ms = int(self.stale_after_s * 1000)
+        self.link.call(
+            self.link.gpu, keys=[self._redis_key(key)], args=[repr(taken_at), ttl_ms, *pairs]
+        )
+        self._cache.forget(key)
+
+    def get(self, key: str) -> GpuReading | None:
+        """The fresher of this process's reading and the shared one; None if both are stale."""
+        own = super().get(key)
+        ok, fields = self._cache.get(
+            key, lambda: self.link.call(self.link.client.hgetall, self._redis_key(key))
+        )
+        shared = self._reading(fields) if ok and fields else None
+        fresh = [
+            r
+            for r in (own, shared)
+            if r is not None and self.now() - r.taken_at <= self.stale_after_s
+        ]
+        return max(fresh, key=lambda r: r.taken_at) if fresh else None
+
+    def _reading(self, fields: dict[bytes, bytes]) -> GpuReading | None:
+        values = {k.decode(): v.decode() for k, v in fields.items()}
+        try:
+            age = max(0.0, self._wall() - float(values.pop("at")))
+            return GpuReading(
+                taken_at=self.now() - age,
+                free_gb=_float(values.get("free_gb")),
+                total_gb=_float(values.get("total_gb")),
+                kv_cache_usage=_float(values.get("kv_cache_usage")),
+                waiting=None if "waiting" not in values else int(values["waiting"]),
+            )
+        except (KeyError, ValueError):
+            return None  # not written by this version: ignore it
+
+
+def _float(text: str | None) -> float | None:
+    return None if text is None else float(text)
+
+
 def signals_for(config: TierwiseConfig) -> Signals:
     """Shared signals when the config names a Redis, else this process's own."""
     if not config.redis_url:
         return Signals()
     link = RedisLink(config.redis_url)
-    return Signals(latency=SharedLatency(link), health=SharedHealth(link))
+    return Signals(latency=SharedLatency(link), health=SharedHealth(link), gpu=SharedGpu(link))
