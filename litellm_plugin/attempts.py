@@ -82,20 +82,26 @@ def spare_from_cooldown(request_data: Mapping[str, Any]) -> None:
 
 def judge(request_data: Mapping[str, Any], exception: BaseException) -> Verdict:
     """Classify a failed attempt at the source (see tierwise/faults.py for the rule)."""
-    status = getattr(exception, "status_code", None)
-    status = status if isinstance(status, int) else None
+    status = _status(exception)
     sent = sent_at(request_data) is not None
     fault = classify(status if sent else None, sent=sent)
-    message = str(getattr(exception, "message", "") or exception)
-    return Verdict(fault, client_status(status if sent else None), message)
+    return Verdict(fault, client_status(status if sent else None), _message(exception))
 
 
 def judge_mid_stream(exception: BaseException) -> Verdict:
     """A stream that broke off after the upstream started answering: always a tier fault."""
+    status = _status(exception)
+    fault = classify(status, sent=True, mid_stream=True)
+    return Verdict(fault, client_status(status), _message(exception))
+
+
+def _status(exception: BaseException) -> int | None:
     status = getattr(exception, "status_code", None)
-    status = status if isinstance(status, int) else None
-    message = str(getattr(exception, "message", "") or exception)
-    return Verdict(classify(status, sent=True, mid_stream=True), client_status(status), message)
+    return status if isinstance(status, int) else None
+
+
+def _message(exception: BaseException) -> str:
+    return str(getattr(exception, "message", "") or exception)
 
 
 def ttft_ms(

@@ -12,6 +12,7 @@ Hook by hook (LiteLLM only calls hooks defined on the registered class itself):
 - async_post_call_response_headers_hook: x-tierwise-tier / -score / -reason.
 - async_log_success_event / async_post_call_failure_deployment_hook: feed the SLA latency EMA
   (time to first token for streams) and the health breaker.
+- async_post_call_streaming_iterator_hook: a stream that dies mid-way is a tier fault too.
 """
 
 from __future__ import annotations

@@ -27,7 +27,9 @@ __all__ = ["tiers"]  # the stand-in upstreams fixture, shared with test_litellm_
 @pytest.fixture
 def proxy(tiers: dict[str, Stub], tmp_path: Path) -> Iterator[Service]:
     for stub in tiers.values():
-        stub.control(ttft_ms=0, fail_status=0, fail_message="", fail_after_tokens=-1)
+        stub.control(
+            ttft_ms=0, token_delay_ms=0, fail_status=0, fail_message="", fail_after_tokens=-1
+        )
         stub.reset()
     capture = {"TIERWISE_TEST_CAPTURE": str(tmp_path / "capture.jsonl")}
     service = start_litellm(proxy_config(tiers), tmp_path, env=capture, timeout_s=240)
@@ -123,8 +125,17 @@ def test_a_burst_against_a_healthy_tier_does_not_demote_it(
 def test_a_mid_stream_death_counts(tiers: dict[str, Stub], proxy: Service) -> None:
     """An upstream that crashes mid-body (its chunked body never ends) is a tier fault: the
     caller sees an error, not a made-up "stop", and once the deaths from several callers
-    reach the breaker's threshold (3), the next easy requests go to another tier."""
-    tiers["local"].control(fail_after_tokens=2)
+    reach the breaker's threshold (3), the next easy requests go to another tier. Clients
+    that hang up mid-stream count nothing."""
+    tiers["local"].control(token_delay_ms=300)
+    for i in range(3):
+        body = {"model": "auto", "messages": [{"role": "user", "content": EASY}], "stream": True}
+        body["user"] = f"leaver-{i}"
+        url = f"{proxy.url}/v1/chat/completions"
+        with httpx.stream("POST", url, json=body, headers=AUTH, timeout=60) as reply:
+            assert reply.headers["x-tierwise-tier"] == "local"
+            next(reply.iter_lines())  # the first chunk, then hang up
+    tiers["local"].control(token_delay_ms=0, fail_after_tokens=2)
     served = []
     for i in range(5):
         reply = chat(proxy, EASY, stream=True, user=f"user-{i % 2}")

@@ -342,8 +342,8 @@ class TierwiseConfig(StrictModel):
     summarize: SummarizeConfig = SummarizeConfig()
     redis_url: str | None = Field(
         None,
-        description="share health, SLA EMA and probe counters with every worker and replica "
-        "through this Redis (e.g. the one LiteLLM uses); unset: state is per process",
+        description="share health, SLA EMA, probe counters and GPU readings with every worker "
+        "and replica through this Redis (e.g. the one LiteLLM uses); unset: state is per process",
     )
 
     @model_validator(mode="after")
