@@ -183,7 +183,7 @@ class TierwiseHandler(CustomLogger):
                 yield item
         except Exception as exc:
             if record is not None:
-                self._stream_died(request_data, record, exc)
+                self._stream_died(record, exc)
             raise
 
     async def async_post_call_response_headers_hook(
@@ -289,9 +289,12 @@ class TierwiseHandler(CustomLogger):
         except Exception:
             log.exception("tierwise: recording a failure failed (ignored)")
 
-    def _stream_died(self, request_data: dict, record: dict[str, Any], exc: Exception) -> None:
-        """A tier fault on the tier that was streaming (the last one tried)."""
+    def _stream_died(self, record: dict[str, Any], exc: Exception) -> None:
+        """A tier fault on the tier that was streaming (the last one tried); a cache replay
+        says nothing of a tier."""
         try:
+            if record.get("cache"):
+                return
             tried = record.get("attempts") or [record.get("tier")]
             tier = tried[-1]
             if not isinstance(tier, str):
