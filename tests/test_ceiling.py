@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tierwise.evaluation.ceiling import family, judge_agreement, subject_prior
+from tierwise.evaluation.ceiling import family, judge_agreement, perfect_scores, subject_prior
 from tierwise.evaluation.sources import mmlu_group
 
 
@@ -54,3 +54,10 @@ def test_family_groups_benchmark_splits_and_keeps_other_sources() -> None:
     assert family("mmlu-3") == "mmlu"
     assert family("alpaca-koala") == "alpaca"
     assert family("stream-balanced_dev") == "stream-balanced_dev"
+
+
+def test_a_perfect_scorer_ranks_strong_only_wins_first_and_weak_only_wins_last() -> None:
+    weak = [False, True, True, False]
+    strong = [True, True, False, False]
+    scores = perfect_scores(weak, strong)
+    assert scores[0] > scores[1] == scores[3] > scores[2]

@@ -76,7 +76,8 @@ def _plot(pool: Pool, held_out: dict[str, tuple[Any, Any]], out: Path) -> None:
     """Quality-cost curves of the held-out scores: one panel per outcome family.
 
     A family pools its sources (MMLU's four subject groups, AlpacaEval's five datasets);
-    each row's score came from the fold that held its source out.
+    each row's score came from the fold that held its source out. A perfect scorer's line
+    shows how much room the metric leaves on that traffic.
     """
     from tierwise.evaluation.plot import plot_curves
 
@@ -88,10 +89,14 @@ def _plot(pool: Pool, held_out: dict[str, tuple[Any, Any]], out: Path) -> None:
     for family, rows in families.items():
         weak = [bool(pool.examples[i].weak) for i in rows]
         strong = [bool(pool.examples[i].strong) for i in rows]
-        panels[f"{family} ({len(rows)} rows, held out)"] = {
+        curves = {
             method: outcome_curve(scores[rows].tolist(), weak, strong)
             for method, (scores, _) in held_out.items()
         }
+        curves["perfect (knows outcomes)"] = outcome_curve(
+            ceiling.perfect_scores(weak, strong), weak, strong
+        )
+        panels[f"{family} ({len(rows)} rows, held out)"] = curves
     try:
         print(f"quality-cost curves written to {plot_curves(panels, out)}")
     except ImportError as exc:

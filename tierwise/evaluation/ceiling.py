@@ -103,6 +103,12 @@ def best_of_grid(
     return out
 
 
+def perfect_scores(weak: list[bool], strong: list[bool]) -> list[float]:
+    """A scorer that knows the outcomes: strong-only wins first, weak-only wins last."""
+    pairs = zip(weak, strong, strict=True)
+    return [float(s and not w) - float(w and not s) for w, s in pairs]
+
+
 def oracle_apgr(pool: Pool) -> dict[str, float]:
     """APGR of a scorer that knows each outcome: what the metric allows on each source.
 
@@ -116,9 +122,7 @@ def oracle_apgr(pool: Pool) -> dict[str, float]:
         if rows:
             weak = [bool(e.weak) for e in rows]
             strong = [bool(e.strong) for e in rows]
-            pairs = zip(weak, strong, strict=True)
-            needed = [float(s and not w) - float(w and not s) for w, s in pairs]
-            out[source] = round(outcome_report(needed, weak, strong).apgr, 4)
+            out[source] = round(outcome_report(perfect_scores(weak, strong), weak, strong).apgr, 4)
     return out
 
 
