@@ -84,7 +84,7 @@ def _plot(pool: Pool, held_out: dict[str, tuple[Any, Any]], out: Path) -> None:
     families: dict[str, list[int]] = {}
     for i, e in enumerate(pool.examples):
         if e.is_outcome:
-            families.setdefault(e.source.split("-")[0], []).append(i)
+            families.setdefault(ceiling.family(e.source), []).append(i)
     panels: dict[str, dict[str, OutcomeCurve]] = {}
     for family, rows in families.items():
         weak = [bool(pool.examples[i].weak) for i in rows]

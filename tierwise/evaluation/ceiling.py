@@ -153,7 +153,7 @@ def subject_prior(mmlu: Path) -> dict[str, float]:
     """Per MMLU group: AUROC of the leave-one-out weak failure rate of the question's subject."""
     by_subject: dict[str, list[bool]] = defaultdict(list)
     for _, row in iter_jsonl(mmlu):
-        by_subject[str(row["bench"])].append(not row["weak"])
+        by_subject[str(row.get("bench") or "mmlu")].append(not row["weak"])
     prior: dict[str, tuple[list[float], list[bool]]] = defaultdict(lambda: ([], []))
     for subject, fails in by_subject.items():
         total, n = sum(fails), len(fails)
