@@ -85,6 +85,8 @@ def test_eval_cv_prints_one_row_per_source_and_the_baselines(
 def test_eval_without_files_or_cv_says_what_to_give(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval"]) == 1
     assert "--cv source" in capsys.readouterr().err
+    assert main(["eval", "--ceiling", "some.jsonl"]) == 1
+    assert "--ceiling goes with --cv source" in capsys.readouterr().err
 
 
 def test_eval_cv_ceiling_and_plot_show_how_far_the_data_lets_routing_go(

@@ -465,6 +465,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from tierwise.commands import eval_cv
 
         return eval_cv.run(args)
+    if args.ceiling:
+        print("tierwise eval: --ceiling goes with --cv source", file=sys.stderr)
+        return 1
     if not args.files:
         print("tierwise eval: give JSONL files, or --cv source", file=sys.stderr)
         return 1

@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     print(NOTES)
     report: dict[str, Any] = {"settings": settings.as_dict(), "methods": results}
     if args.ceiling:
-        report["ceiling"] = ceiling.ceiling_report(pool, settings, NAME, args.data)
+        bounds = ceiling.ceiling_report(pool, settings, NAME, args.data, results["tierwise"])
+        report["ceiling"] = bounds
         print("\nUpper bounds (used for no choice; tierwise/evaluation/ceiling.py says how)")
         print(ceiling.format_ceiling(report["ceiling"]))
     if args.plot:
