@@ -66,9 +66,7 @@ def in_source_scores(
             test[rows[fold::folds]] = True
             train = (groups == group) & ~test
             model = fit_learned.fit(pool, train, settings, embedding)
-            eta = fit_learned.partial_eta(model, pool, np.flatnonzero(test))
-            scores[test] = eta
-            bands[test] = (eta >= model.cut_low).astype(int) + (eta >= model.cut_high).astype(int)
+            scores[test], bands[test] = fit_learned.scores_and_bands(model, pool, test)
     return scores, bands
 
 
