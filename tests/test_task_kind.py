@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
+from tierwise.cli import main
+from tierwise.config import load_config
+from tierwise.decision import Decision
 from tierwise.request import ChatRequest
+from tierwise.router import TierRouter
 from tierwise.scoring.heuristic import HeuristicScorer, features
 from tierwise.scoring.task_kind import task_kind
 
@@ -31,3 +38,15 @@ def test_the_score_carries_its_task_kind_into_its_dict() -> None:
     score = HeuristicScorer().score(request)
     assert score.task_kind == "writing"
     assert score.as_dict()["task_kind"] == "writing"
+
+
+def test_the_decision_and_tierwise_score_report_the_task_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    decision = TierRouter(load_config(None)).decide_text("Solve 3x + 5 = 20 for x")
+    assert decision.task_kind == "math"
+    assert Decision.from_dict(decision.as_dict()).task_kind == "math"
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"text": "Pretend you are a pirate and greet me"}) + "\n")
+    assert main(["score", str(prompts)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["task_kind"] == "roleplay"
