@@ -100,6 +100,7 @@ def test_eval_cv_ceiling_and_plot_show_how_far_the_data_lets_routing_go(
     assert main([*args, "--json", str(report)]) == 0
     out = capsys.readouterr().out
     assert "Upper bounds" in out and "in-family" in out
+    assert "alpaca pooled, tierwise: AUROC" in out
     ceiling = json.loads(report.read_text())["ceiling"]
     assert set(ceiling["in_source"]["by_source"]) == {
         "gsm8k",

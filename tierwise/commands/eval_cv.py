@@ -24,7 +24,7 @@ from tierwise.evaluation.cv import (
     summarize,
 )
 from tierwise.evaluation.data import DataError
-from tierwise.evaluation.metrics import OutcomeCurve, outcome_curve
+from tierwise.evaluation.metrics import OutcomeCurve, outcome_curve, outcome_report
 from tierwise.evaluation.sources import load_sources
 from tierwise.scoring import fit_learned
 from tierwise.static_encoder import NAME, StaticEncoderUnavailable, shared_static_encoder
@@ -78,7 +78,8 @@ def _plot(pool: Pool, held_out: dict[str, tuple[Any, Any]], out: Path) -> None:
 
     A family pools its sources (MMLU's four subject groups, AlpacaEval's five datasets);
     each row's score came from the fold that held its source out. A perfect scorer's line
-    shows how much room the metric leaves on that traffic.
+    shows how much room the metric leaves on that traffic. Each family's pooled AUROC and
+    APGR are printed, since the picture shows them.
     """
     from tierwise.evaluation.plot import plot_curves
 
@@ -90,10 +91,14 @@ def _plot(pool: Pool, held_out: dict[str, tuple[Any, Any]], out: Path) -> None:
     for family, rows in families.items():
         weak = [bool(pool.examples[i].weak) for i in rows]
         strong = [bool(pool.examples[i].strong) for i in rows]
-        curves = {
-            method: outcome_curve(scores[rows].tolist(), weak, strong)
-            for method, (scores, _) in held_out.items()
-        }
+        curves = {}
+        for method, (scores, _) in held_out.items():
+            pooled = outcome_report(scores[rows].tolist(), weak, strong)
+            curves[method] = pooled.curve
+            print(
+                f"{family} pooled, {method}: AUROC {pooled.auroc_strong_needed:.3f}, "
+                f"APGR {pooled.apgr:.3f}"
+            )
         curves["perfect (knows outcomes)"] = outcome_curve(
             ceiling.perfect_scores(weak, strong), weak, strong
         )
