@@ -85,3 +85,30 @@ def test_eval_cv_prints_one_row_per_source_and_the_baselines(
 def test_eval_without_files_or_cv_says_what_to_give(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval"]) == 1
     assert "--cv source" in capsys.readouterr().err
+    assert main(["eval", "--ceiling", "some.jsonl"]) == 1
+    assert "--ceiling goes with --cv source" in capsys.readouterr().err
+
+
+def test_eval_cv_ceiling_and_plot_show_how_far_the_data_lets_routing_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("tierwise.static_encoder").shared_static_encoder()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data, report, png = _data(tmp_path / "data"), tmp_path / "cv.json", tmp_path / "cv.png"
+    args = ["eval", "--cv", "source", "--data", str(data), "--ceiling", "--plot", str(png)]
+    assert main([*args, "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "Upper bounds" in out and "in-family" in out
+    assert "alpaca pooled, tierwise: AUROC" in out
+    ceiling = json.loads(report.read_text())["ceiling"]
+    assert set(ceiling["in_source"]["by_source"]) == {
+        "gsm8k",
+        "alpaca-koala",
+        "alpaca-vicuna",
+        "stream-325",
+    }
+    # The alpaca rows: strong always good enough, the 1B model on half of them, so a perfect
+    # scorer's APGR is 1 - 0.5 / 2 (the metric's own ceiling on such traffic).
+    assert ceiling["oracle_apgr"]["alpaca-koala"] == pytest.approx(0.75, abs=0.01)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--data", type=Path, default=SHARED_DATA, help="data directory for --cv (outcomes/, ...)"
     )
+    evaluate.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="with --cv source: also the upper bounds (in-source k-fold, judge agreement, "
+        "MMLU subject prior) that show how far the shipped data lets routing go",
+    )
     evaluate.add_argument("--json", type=Path, help="write the full report here")
     evaluate.add_argument(
         "--plot", type=Path, help="write the quality-cost curves of outcome files here (PNG)"
@@ -459,6 +465,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from tierwise.commands import eval_cv
 
         return eval_cv.run(args)
+    if args.ceiling:
+        print("tierwise eval: --ceiling goes with --cv source", file=sys.stderr)
+        return 1
     if not args.files:
         print("tierwise eval: give JSONL files, or --cv source", file=sys.stderr)
         return 1

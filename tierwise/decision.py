@@ -22,6 +22,7 @@ class Decision:
     needs_fit: bool = False
     prompt_tokens: int | None = None
     decided_in_ms: float = 0.0
+    task_kind: str | None = None  # Score.task_kind: writing, chat, math, code, ... or None
     notes: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -37,6 +38,7 @@ class Decision:
             "needs_fit": self.needs_fit,
             "prompt_tokens": self.prompt_tokens,
             "decided_in_ms": round(self.decided_in_ms, 3),
+            "task_kind": self.task_kind,
         }
 
     @classmethod
@@ -54,6 +56,7 @@ class Decision:
             probe=bool(data.get("probe")),
             prompt_tokens=data.get("prompt_tokens"),
             decided_in_ms=float(data.get("decided_in_ms") or 0.0),
+            task_kind=data.get("task_kind"),
         )
 
     def short_reason(self) -> str:

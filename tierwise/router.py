@@ -90,6 +90,7 @@ class TierRouter:
             needs_fit=chosen.name in state.notes.get("summarize_tiers", ()),
             prompt_tokens=state.notes.get("prompt_tokens"),
             decided_in_ms=(time.perf_counter() - started) * 1000,
+            task_kind=score.task_kind,
             notes=state.notes,
         )
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from tierwise.encoder import cache_dir
-from tierwise.evaluation import baselines
+from tierwise.evaluation import baselines, ceiling
 from tierwise.evaluation.cv import (
+    Pool,
     baseline_scores,
     build_pool,
     format_table,
@@ -22,6 +24,7 @@ from tierwise.evaluation.cv import (
     summarize,
 )
 from tierwise.evaluation.data import DataError
+from tierwise.evaluation.metrics import OutcomeCurve, outcome_curve, outcome_report
 from tierwise.evaluation.sources import load_sources
 from tierwise.scoring import fit_learned
 from tierwise.static_encoder import NAME, StaticEncoderUnavailable, shared_static_encoder
@@ -45,18 +48,62 @@ def run(args: argparse.Namespace) -> int:
         return 1
     pool = build_pool(examples, encoder, NAME, cache=cache_dir())
     settings = fit_learned.stored_settings()
-    results: dict[str, dict[str, Any]] = {
-        "tierwise": summarize(pool, *fit_learned.cv_scores(pool, settings, NAME)),
-        "length": summarize(pool, *baseline_scores(pool, baselines.length_baseline(0, 0), True)),
+    held_out = {
+        "tierwise": fit_learned.cv_scores(pool, settings, NAME),
+        "length": baseline_scores(pool, baselines.length_baseline(0, 0), True),
     }
     lite = baselines.litellm_or_none()
     if lite is not None:
-        results["litellm"] = summarize(pool, *baseline_scores(pool, lite.by_score, False))
+        held_out["litellm"] = baseline_scores(pool, lite.by_score, False)
+    results: dict[str, dict[str, Any]] = {m: summarize(pool, *s) for m, s in held_out.items()}
     results["random"] = random_summary(pool)
     print(format_table(results))
     print(NOTES)
+    report: dict[str, Any] = {"settings": settings.as_dict(), "methods": results}
+    if args.ceiling:
+        bounds = ceiling.ceiling_report(pool, settings, NAME, args.data, results["tierwise"])
+        report["ceiling"] = bounds
+        print("\nUpper bounds (used for no choice; tierwise/evaluation/ceiling.py says how)")
+        print(ceiling.format_ceiling(report["ceiling"]))
+    if args.plot:
+        _plot(pool, held_out, args.plot)
     if args.json:
-        report = {"settings": settings.as_dict(), "methods": results}
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"report written to {args.json}")
     return 0
+
+
+def _plot(pool: Pool, held_out: dict[str, tuple[Any, Any]], out: Path) -> None:
+    """Quality-cost curves of the held-out scores: one panel per outcome family.
+
+    A family pools its sources (MMLU's four subject groups, AlpacaEval's five datasets);
+    each row's score came from the fold that held its source out. A perfect scorer's line
+    shows how much room the metric leaves on that traffic. Each family's pooled AUROC and
+    APGR are printed, since the picture shows them.
+    """
+    from tierwise.evaluation.plot import plot_curves
+
+    families: dict[str, list[int]] = {}
+    for i, e in enumerate(pool.examples):
+        if e.is_outcome:
+            families.setdefault(ceiling.family(e.source), []).append(i)
+    panels: dict[str, dict[str, OutcomeCurve]] = {}
+    for family, rows in families.items():
+        weak = [bool(pool.examples[i].weak) for i in rows]
+        strong = [bool(pool.examples[i].strong) for i in rows]
+        curves = {}
+        for method, (scores, _) in held_out.items():
+            pooled = outcome_report(scores[rows].tolist(), weak, strong)
+            curves[method] = pooled.curve
+            print(
+                f"{family} pooled, {method}: AUROC {pooled.auroc_strong_needed:.3f}, "
+                f"APGR {pooled.apgr:.3f}"
+            )
+        curves["perfect (knows outcomes)"] = outcome_curve(
+            ceiling.perfect_scores(weak, strong), weak, strong
+        )
+        panels[f"{family} ({len(rows)} rows, held out)"] = curves
+    try:
+        print(f"quality-cost curves written to {plot_curves(panels, out)}")
+    except ImportError as exc:
+        print(f"tierwise eval: no plot: {exc}", file=sys.stderr)

@@ -49,6 +49,8 @@ def score_lines(router: TierRouter, lines: Iterable[bytes]) -> Iterator[tuple[di
         item["score"] = round(decision.score, 6)
         item["band"] = decision.band
         item["tier"] = decision.tier
+        if decision.task_kind:
+            item["task_kind"] = decision.task_kind
         yield item, warning
 
 

@@ -32,14 +32,20 @@ class Score:
     band: Band
     source: str
     drivers: tuple[str, ...] = field(default=())  # what pushed the score, strongest first
+    # writing, roleplay, extraction, chat, math, code or reasoning (tierwise.scoring.task_kind);
+    # None when no kind has evidence or the scorer does not tell.
+    task_kind: str | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "score": round(self.value, 4),
             "band": self.band.value,
             "source": self.source,
             "drivers": list(self.drivers),
         }
+        if self.task_kind is not None:
+            out["task_kind"] = self.task_kind
+        return out
 
 
 class Scorer(abc.ABC):

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
 
 from tierwise.config import Bands, CascadeConfig
 from tierwise.request import ChatRequest
@@ -68,7 +69,7 @@ class CascadeScorer(Scorer):
             return self._fallback(fallback, f"no answer in {self.settings.judge_timeout_s:g} s")
         except Exception as exc:
             return self._fallback(fallback, f"{type(exc).__name__}: {exc}")
-        return score
+        return score if score.task_kind else replace(score, task_kind=fallback.task_kind)
 
     def _as_score(self, verdict: float | str | Score) -> Score:
         if isinstance(verdict, Score):
@@ -90,9 +91,7 @@ class CascadeScorer(Scorer):
         self._judge_failures += 1
         level = logging.WARNING if self._judge_failures == 1 else logging.DEBUG
         log.log(level, "LLM judge failed (%s); keeping the learned score", why)
-        return Score(
-            learned.value, learned.band, learned.source, (*learned.drivers, "judge-failed")
-        )
+        return replace(learned, drivers=(*learned.drivers, "judge-failed"))
 
     def close(self) -> None:
         if self._pool is not None:

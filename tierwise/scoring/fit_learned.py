@@ -112,6 +112,14 @@ def partial_eta(model: LearnedModel, pool: Pool, rows: np.ndarray) -> np.ndarray
     )
 
 
+def scores_and_bands(
+    model: LearnedModel, pool: Pool, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's summed score of the rows in mask `rows`, and their band indices."""
+    eta = partial_eta(model, pool, np.flatnonzero(rows))
+    return eta, (eta >= model.cut_low).astype(int) + (eta >= model.cut_high).astype(int)
+
+
 def cv_scores(pool: Pool, settings: Settings, embedding: str) -> tuple[np.ndarray, np.ndarray]:
     """Held-out scores of every row, each from a model fitted without its source.
 
@@ -119,10 +127,7 @@ def cv_scores(pool: Pool, settings: Settings, embedding: str) -> tuple[np.ndarra
     """
 
     def one_fold(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        model = fit(pool, train, settings, embedding)
-        eta = partial_eta(model, pool, np.flatnonzero(test))
-        bands = (eta >= model.cut_low).astype(int) + (eta >= model.cut_high).astype(int)
-        return eta, bands
+        return scores_and_bands(fit(pool, train, settings, embedding), pool, test)
 
     return fold_scores(pool, one_fold)
 

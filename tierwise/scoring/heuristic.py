@@ -23,6 +23,7 @@ from importlib import resources
 from tierwise.config import Bands
 from tierwise.request import ChatRequest
 from tierwise.scoring.base import Band, Score, Scorer
+from tierwise.scoring.task_kind import task_kind
 
 SCAN_HEAD = 6000
 SCAN_TAIL = 2000
@@ -301,6 +302,7 @@ class HeuristicScorer(Scorer):
             band=Band.of(value, self.bands),
             source=self.name,
             drivers=tuple(drivers),
+            task_kind=task_kind(text, dims),
         )
 
 

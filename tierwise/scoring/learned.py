@@ -31,6 +31,7 @@ from tierwise.config import Bands
 from tierwise.request import ChatRequest
 from tierwise.scoring.base import Band, Score, Scorer
 from tierwise.scoring.heuristic import DIMENSIONS, features
+from tierwise.scoring.task_kind import task_kind
 
 ARTIFACT = "learned.json"
 _YES_NO = re.compile(r"(?:do|does|is|are|can|could|should|was|were|did|will|would)\b")
@@ -245,5 +246,9 @@ class LearnedScorer(Scorer):
         if dims["choices"] > 0:
             drivers.append("closed-question")
         return Score(
-            value=unit, band=Band.of(unit, self.bands), source=self.name, drivers=tuple(drivers)
+            value=unit,
+            band=Band.of(unit, self.bands),
+            source=self.name,
+            drivers=tuple(drivers),
+            task_kind=task_kind(text, dims),
         )
