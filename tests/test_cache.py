@@ -363,3 +363,18 @@ def test_ten_thousand_mixed_user_requests_never_cross_tenants(
         hits += 1
         assert hit.response["content"] == f"for {user.user}: {question}"
     assert hits > 5000, "the test must exercise hits, not only misses"
+
+
+def test_bench_cache_times_the_gate_against_the_ungated_path(encoder: Embedder) -> None:
+    """`bench cache` looks each question up with the gate and without it, over one store."""
+    from tierwise.bench import cache as bench
+
+    prompts = [PHOTOSYNTHESIS, REWORDED, "What is the capital of Australia?"]
+    prompts += [f"How do I reverse a list in language number {i}?" for i in range(30)]
+    prompts += [f"Write a haiku about the colour {c}." for c in ("red", "blue", "green")]
+    result = bench.run(encoder, prompts, sizes=(60,))
+    row = result["sizes"]["60"]
+    assert row["n"] == row["gate_off"]["n"] == len(prompts)
+    assert 0 < row["embedded_share"] <= 1  # stored questions are asked again: they embed
+    assert row["embedded"]["n"] + row["gated_miss"]["n"] == row["n"]
+    assert "static gate off, same run" in bench.format_results(result, encoder.max_tokens)
