@@ -175,14 +175,21 @@ class SemanticCache:
         Computed once per request (kept in request.memo), so a lookup and the store after a
         miss share one encoder pass.
         """
+        if not self._fits(request.last_user_text):
+            return None
+        return self._embedding(request)
+
+    def _fits(self, question: str) -> bool:
+        """Whether the encoder sees the whole question (a tokenizer pass, no model run)."""
         if self.encoder is None:
-            return None
-        question = request.last_user_text
+            return False
         window = min(self.config.window_tokens, self.encoder.max_tokens)
-        if self.encoder.token_count(question, window) > window:
-            return None
+        return self.encoder.token_count(question, window) <= window
+
+    def _embedding(self, request: ChatRequest) -> np.ndarray:
+        assert self.encoder is not None
         if VECTOR_MEMO not in request.memo:
-            request.memo[VECTOR_MEMO] = self.encoder.embed([question])[0]
+            request.memo[VECTOR_MEMO] = self.encoder.embed([request.last_user_text])[0]
         return np.asarray(request.memo[VECTOR_MEMO], dtype=np.float32)
 
     def _partial_vector(self, request: ChatRequest) -> np.ndarray:
@@ -206,12 +213,12 @@ class SemanticCache:
                 hit = self._serve(entry_id, tier_order, 1.0, exact=True)
                 if hit:
                     return hit
+            if not self._fits(question):
+                return None  # too long to match by meaning: exact matches only
             self._sync()
             if not self._passes_gate(partition, question):
                 return None  # no stored question near enough to be worth the encoder pass
-            query = self.vector(request)
-            if query is None:
-                return None  # too long to match by meaning: exact matches only
+            query = self._embedding(request)
             with self._lock:
                 index = self._indexes.get(partition)
                 candidates = index.search(query, k=4) if index else []
