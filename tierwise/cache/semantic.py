@@ -240,10 +240,12 @@ class SemanticCache:
         if self.static is None:
             return True
         with self._lock:
-            gate = self._gates.get(partition)
-            if gate is None:
+            if partition not in self._gates:
                 return False
-            best = gate.search(self.static.encode([question])[0], k=1)
+        vector = self.static.encode([question])[0]
+        with self._lock:
+            gate = self._gates.get(partition)
+            best = gate.search(vector, k=1) if gate is not None else []
         return bool(best) and best[0][0] >= STATIC_FLOOR
 
     def _serve(
