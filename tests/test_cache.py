@@ -7,10 +7,11 @@ import os
 import random
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.servers import Service, start_redis
@@ -116,6 +117,51 @@ def test_the_error_budget_sets_the_thresholds(tmp_path: Path, encoder: Embedder)
         cache.put(ask(stored), ANSWER, "local", 0)
     assert strict.lookup(ask(asked), 0) is None
     assert loose.lookup(ask(asked), 0) is not None
+
+
+class CountingEncoder:
+    """The real encoder, counting the texts it embeds (to see which lookups pay for it)."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.max_tokens = inner.max_tokens
+        self.embedded: list[str] = []
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.embedded += texts
+        return self.inner.embed(texts)
+
+    def token_count(self, text: str, limit: int = 512) -> int:
+        return self.inner.token_count(text, limit)
+
+    def covers(self, text: str) -> bool:
+        return self.inner.covers(text)
+
+
+def test_the_static_gate_spares_misses_the_encoder_pass(tmp_path: Path, encoder: Embedder) -> None:
+    """A question with no stored neighbour by the static vectors is a miss before MiniLM runs;
+    a near one is embedded and served as without the gate; with the gate off, every lookup
+    embeds."""
+    counting = CountingEncoder(encoder)
+    cache = make(tmp_path, counting)
+    assert cache.static is not None
+    cache.put(ask(PHOTOSYNTHESIS), ANSWER, "local", 0)
+    counting.embedded.clear()
+    unrelated = "Write a limerick about a cat who learns to play the violin."
+    assert cache.lookup(ask(unrelated), 0) is None
+    assert counting.embedded == []
+    assert cache.lookup(ask(REWORDED), 0) is not None
+    assert counting.embedded == [REWORDED]
+    assert cache.lookup(ask("How do volcanoes form?", BOB), 0) is None  # BOB stored nothing
+    assert counting.embedded == [REWORDED]
+
+    ungated = CountingEncoder(encoder)
+    plain = make(tmp_path / "plain", ungated, static_gate=False)
+    assert plain.static is None
+    plain.put(ask(PHOTOSYNTHESIS), ANSWER, "local", 0)
+    ungated.embedded.clear()
+    assert plain.lookup(ask(unrelated), 0) is None
+    assert ungated.embedded == [unrelated]
 
 
 def test_tenants_never_share_answers(tmp_path: Path, encoder: Embedder) -> None:
@@ -317,3 +363,18 @@ def test_ten_thousand_mixed_user_requests_never_cross_tenants(
         hits += 1
         assert hit.response["content"] == f"for {user.user}: {question}"
     assert hits > 5000, "the test must exercise hits, not only misses"
+
+
+def test_bench_cache_times_the_gate_against_the_ungated_path(encoder: Embedder) -> None:
+    """`bench cache` looks each question up with the gate and without it, over one store."""
+    from tierwise.bench import cache as bench
+
+    prompts = [PHOTOSYNTHESIS, REWORDED, "What is the capital of Australia?"]
+    prompts += [f"How do I reverse a list in language number {i}?" for i in range(30)]
+    prompts += [f"Write a haiku about the colour {c}." for c in ("red", "blue", "green")]
+    result = bench.run(encoder, prompts, sizes=(60,))
+    row = result["sizes"]["60"]
+    assert row["n"] == row["gate_off"]["n"] == len(prompts)
+    assert 0 < row["embedded_share"] <= 1  # stored questions are asked again: they embed
+    assert row["embedded"]["n"] + row["gated_miss"]["n"] == row["n"]
+    assert "static gate off, same run" in bench.format_results(result, encoder.max_tokens)

@@ -133,6 +133,23 @@ def test_eval_cache_serves_as_the_cache_does() -> None:
     assert evaluate.hit_rate([near, longer, guarded, repeat], by_band) == 0.5
 
 
+def test_eval_cache_replays_the_static_gate() -> None:
+    """A pair whose static vectors are further apart than STATIC_FLOOR is a miss, as in the
+    cache, whatever its MiniLM cosine."""
+    family = evaluate.Family("f", [("a b c", "a b d"), ("a b c", "x y z")])
+    vectors = {t: np.array([1.0, 0.0], dtype=np.float32) for t in ("a b c", "a b d", "x y z")}
+    covered = dict.fromkeys(vectors, True)
+    statics = {
+        "a b c": np.array([1.0, 0.0], dtype=np.float32),
+        "a b d": np.array([0.8, 0.6], dtype=np.float32),  # static cosine 0.8
+        "x y z": np.array([0.0, 1.0], dtype=np.float32),  # static cosine 0
+    }
+    ungated = evaluate.replay(family, vectors, covered, guard=False)
+    gated = evaluate.replay(family, vectors, covered, guard=False, statics=statics)
+    assert [o.allowed for o in ungated] == [True, True]
+    assert [o.allowed for o in gated] == [True, False]
+
+
 def test_eval_cache_curves_take_the_worst_budget_family_per_band() -> None:
     def pairs(cosine: float, band: int, n: int = 40) -> list[evaluate.Outcome]:
         return [evaluate.Outcome(False, True, cosine, band)] * n

@@ -625,7 +625,18 @@ def cmd_eval_cache(args: argparse.Namespace) -> int:
     if encoder is None:
         return 1
     budget = config.cache.max_false_hit_rate
-    report = evaluate.run(args.data, encoder, guard=not args.no_guard, max_false_hit_rate=budget)
+    static = None
+    if config.cache.static_gate:  # replay the gate the cache applies
+        from tierwise.static_encoder import StaticEncoderUnavailable, shared_static_encoder
+
+        try:
+            static = shared_static_encoder()
+        except StaticEncoderUnavailable as exc:
+            print(f"tierwise eval-cache: {exc}", file=sys.stderr)
+            return 1
+    report = evaluate.run(
+        args.data, encoder, guard=not args.no_guard, max_false_hit_rate=budget, static=static
+    )
     print(evaluate.format_report(report))
     if args.write_thresholds:
         evaluate.write_thresholds(report, args.write_thresholds)

@@ -278,6 +278,11 @@ class CacheConfig(StrictModel):
     anchor_guard: bool = Field(
         True, description="a semantic hit also needs the same numbers and names in the question"
     )
+    static_gate: bool = Field(
+        True,
+        description="a lookup embeds the question with MiniLM only when a stored question is "
+        "near by the static vectors (~0.1 ms); misses, the common case, skip the encoder pass",
+    )
     window_tokens: int = Field(
         128,
         ge=8,

@@ -5,6 +5,11 @@ Every entry is a real `SemanticCache.put` into one global partition (the worst c
 index holds everything). Entry vectors come from real prompts embedded once, each reused
 with small random perturbations so 100k distinct vectors exist without 100k encoder runs;
 lookups embed a real question each time, as a request does.
+
+Each question is looked up twice, interleaved so machine load hits both alike: through the
+cache as configured (static gate on: the MiniLM pass only when a stored question is near
+by the static vectors) and through a second cache over the same store with the gate off
+(the path before the gate: every lookup embeds).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ def run(encoder: Embedder, prompts: Sequence[str], sizes: Sequence[int] = SIZES)
     directory = Path(tempfile.mkdtemp(prefix="tierwise-bench-cache-"))
     config = CacheConfig(enabled=True, directory=str(directory), scope=SCOPE, max_entries=10**7)
     cache = SemanticCache(config, encoder)
+    plain = SemanticCache(config.model_copy(update={"static_gate": False}), encoder)
     results: dict[str, Any] = {"sizes": {}, "directory": str(directory)}
     inserted, insert_seconds, fill_mb = 0, 0.0, 0.0
     questions = random.Random(1).sample(list(prompts), min(LOOKUPS, len(prompts)))
@@ -76,24 +82,31 @@ def run(encoder: Embedder, prompts: Sequence[str], sizes: Sequence[int] = SIZES)
                 inserted += 1
                 progress.advance()
         fill_mb += _rss_mb() - before  # lookups (the encoder's arena) are not counted
-        samples, search_only = [], []
+        for each in (cache, plain):  # untimed: pulls the entries just added into each index
+            each.lookup(_request(questions[0]), tier_order=0)
+        samples, ungated, search_only, embedded = [], [], [], []
         for text in questions:
             request = _request(text)
             started = time.perf_counter()
             cache.lookup(request, tier_order=0)
             samples.append(time.perf_counter() - started)
+            embedded.append(VECTOR_MEMO in request.memo)
+            request = _request(text)
+            started = time.perf_counter()
+            plain.lookup(request, tier_order=0)
+            ungated.append(time.perf_counter() - started)
             started = time.perf_counter()  # again, the vector now in request.memo
-            cache.lookup(request, tier_order=0)
+            plain.lookup(request, tier_order=0)
             search_only.append(time.perf_counter() - started)
-        results["sizes"][str(size)] = summary_ms(samples)
-        results["sizes"][str(size)]["by_length"] = {
-            f"{low}-{high}" if high < 10**9 else f">{low - 1}": summary_ms(
-                [s for s, n in zip(samples, lengths, strict=True) if low <= n <= high]
-            )
-            for low, high in LENGTH_BANDS
-        }
-        results["sizes"][str(size)]["search_only"] = summary_ms(search_only)
-        results["sizes"][str(size)]["rss_mb"] = round(_rss_mb(), 1)
+        row: dict[str, Any] = dict(summary_ms(samples))
+        results["sizes"][str(size)] = row
+        row["by_length"] = _by_length(samples, lengths)
+        row["gate_off"] = {**summary_ms(ungated), "by_length": _by_length(ungated, lengths)}
+        row["embedded_share"] = round(sum(embedded) / len(embedded), 3)
+        row["gated_miss"] = summary_ms([s for s, e in zip(samples, embedded, strict=True) if not e])
+        row["embedded"] = summary_ms([s for s, e in zip(samples, embedded, strict=True) if e])
+        row["search_only"] = summary_ms(search_only)
+        row["rss_mb"] = round(_rss_mb(), 1)
     results["question_tokens_p50"] = float(np.median(lengths))
     results["insert_per_s"] = round(inserted / insert_seconds, 1)
     results["entries"] = len(cache)
@@ -101,7 +114,17 @@ def run(encoder: Embedder, prompts: Sequence[str], sizes: Sequence[int] = SIZES)
     results["memory_mb_per_100k"] = round(fill_mb * 100_000 / largest, 1)
     results["disk_mb"] = round(sum(p.stat().st_size for p in directory.rglob("*")) / 2**20, 1)
     cache.close()
+    plain.close()
     return results
+
+
+def _by_length(samples: Sequence[float], lengths: Sequence[int]) -> dict[str, dict[str, float]]:
+    return {
+        f"{low}-{high}" if high < 10**9 else f">{low - 1}": summary_ms(
+            [s for s, n in zip(samples, lengths, strict=True) if low <= n <= high]
+        )
+        for low, high in LENGTH_BANDS
+    }
 
 
 def format_results(r: dict[str, Any], window: int) -> str:
@@ -111,17 +134,25 @@ def format_results(r: dict[str, Any], window: int) -> str:
         f"and search the index"
     ]
     for size, s in r["sizes"].items():
+        off = s["gate_off"]
         lines.append(
-            f"  {int(size):>7,} entries: lookup p50 {s['p50_ms']:.2f} ms  p99 {s['p99_ms']:.2f} ms;"
+            f"  {int(size):>7,} entries: lookup p50 {s['p50_ms']:.2f} ms  p99 {s['p99_ms']:.2f} ms"
+            f" (static gate off, same run: p50 {off['p50_ms']:.2f} ms  p99 {off['p99_ms']:.2f} ms);"
             f" vector already computed: p50 "
             f"{s['search_only']['p50_ms']:.2f} ms  p99 {s['search_only']['p99_ms']:.2f} ms"
         )
-        bands = "; ".join(
-            f"{band} tokens (n={b['n']}) {b['p50_ms']:.2f} ms"
-            for band, b in s["by_length"].items()
-            if b["n"]
+        lines.append(
+            f"           {s['embedded_share']:.0%} of lookups passed the gate and embedded "
+            f"(p50 {s['embedded']['p50_ms']:.2f} ms); the rest missed at the gate "
+            f"(p50 {s['gated_miss']['p50_ms']:.2f} ms  p99 {s['gated_miss']['p99_ms']:.2f} ms)"
         )
-        lines.append(f"           lookup p50 by question length: {bands}")
+        for label, by_length in (("gate on ", s["by_length"]), ("gate off", off["by_length"])):
+            bands = "; ".join(
+                f"{band} tokens (n={b['n']}) p50 {b['p50_ms']:.2f} p99 {b['p99_ms']:.2f} ms"
+                for band, b in by_length.items()
+                if b["n"]
+            )
+            lines.append(f"           {label} by question length: {bands}")
     lines.append(f"  insert rate {r['insert_per_s']:,.0f} entries/s (embedding already computed)")
     lines.append(
         f"  memory {r['memory_mb_per_100k']:.0f} MB per 100k entries in RAM; "

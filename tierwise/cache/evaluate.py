@@ -3,7 +3,8 @@
 Each family is a list of pairs (stored, asked); every pair is replayed alone, as the
 cache serves one text stored under a fresh user scope: an exact hit when the texts are
 equal after normalization, else a semantic hit when both fit the encoder's window, the
-anchor guard passes, and the cosine reaches the threshold of the pair's length band
+anchor guard passes, the static gate passes (the pair's static cosine reaches
+STATIC_FLOOR) and the cosine reaches the threshold of the pair's length band
 (tierwise.cache.budget). The vector index's recall is measured apart (`bench cache`).
 
 Rewordings (should hit): GPTCache's paraphrase pairs, and Quora's duplicate pairs.
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from tierwise.cache import budget, keys
-from tierwise.cache.semantic import Embedder
+from tierwise.cache.semantic import STATIC_FLOOR, Embedder, StaticEmbedder
 from tierwise.evaluation.data import iter_jsonl
 from tierwise.progress import Progress
 
@@ -137,14 +138,20 @@ class Outcome:
 
 
 def replay(
-    family: Family, vectors: dict[str, np.ndarray], covered: dict[str, bool], guard: bool
+    family: Family,
+    vectors: dict[str, np.ndarray],
+    covered: dict[str, bool],
+    guard: bool,
+    statics: dict[str, np.ndarray] | None = None,
 ) -> list[Outcome]:
+    """Each pair's outcome; with `statics` the static gate applies (as in the cache)."""
     return [
         Outcome(
             exact=keys.normalize(stored) == keys.normalize(asked),
             allowed=covered[stored]
             and covered[asked]
-            and (not guard or keys.anchors_agree(asked, stored)),
+            and (not guard or keys.anchors_agree(asked, stored))
+            and (statics is None or float(statics[stored] @ statics[asked]) >= STATIC_FLOOR),
             cosine=float(vectors[stored] @ vectors[asked]),
             band=budget.band(budget.content_words(asked), budget.content_words(stored)),
         )
@@ -179,7 +186,8 @@ def band_curves(halves: dict[str, list[Outcome]]) -> budget.Curves:
 def embed_all(
     encoder: Embedder, texts: Iterable[str], show_progress: bool
 ) -> dict[str, np.ndarray]:
-    unique = sorted(set(texts))
+    # By length, so a batch pads to its own longest text rather than to the window (5x faster).
+    unique = sorted(set(texts), key=lambda t: (len(t), t))
     vectors: dict[str, np.ndarray] = {}
     progress = Progress(len(unique), "embedding") if show_progress else None
     for start in range(0, len(unique), 64):
@@ -199,6 +207,7 @@ def run(
     show_progress: bool = True,
     guard: bool = True,
     max_false_hit_rate: float = 0.02,
+    static: StaticEmbedder | None = None,
 ) -> dict[str, Any]:
     duplicates, non_duplicates = quora(data)
     families = [paraphrases(data), duplicates, non_duplicates, number_swaps(data)]
@@ -207,6 +216,8 @@ def run(
     texts |= {t for g in (*mmlu.values(), *complexity.values()) for t in g}
     vectors = embed_all(encoder, texts, show_progress)
     covered = {t: encoder.covers(t) for t in texts}
+    ordered = sorted(texts)
+    statics = None if static is None else dict(zip(ordered, static.encode(ordered), strict=True))
     families += [
         nearest_within_groups("mmlu-same-subject", mmlu, vectors),
         nearest_within_groups("complexity-same-domain", complexity, vectors),
@@ -215,7 +226,7 @@ def run(
     positive = {f.name: f.positive for f in families}
     for family in families:
         for (stored, _), outcome in zip(
-            family.pairs, replay(family, vectors, covered, guard), strict=True
+            family.pairs, replay(family, vectors, covered, guard, statics), strict=True
         ):
             half = "design" if is_design(stored) else "held-out"
             halves[half].setdefault(family.name, []).append(outcome)
@@ -231,6 +242,7 @@ def run(
     return {
         "encoder_window_tokens": getattr(encoder, "max_tokens", None),
         "anchor_guard": guard,
+        "static_gate": static is not None,
         "max_false_hit_rate": max_false_hit_rate,
         "thresholds_by_band": list(curves.for_budget(max_false_hit_rate)),
         "band_curves": curves.as_dict(),
@@ -270,7 +282,8 @@ def format_report(report: dict[str, Any]) -> str:
     for rate, cells in report["budget_curve"].items():
         lines.append(f"{float(rate):<8.3f}" + "".join(f"{cells[n]:>25.3f}" for n in names))
     lines.append(
-        f"anchor guard {'on' if report['anchor_guard'] else 'off'}; encoder window "
+        f"anchor guard {'on' if report['anchor_guard'] else 'off'}; static gate "
+        f"{'on' if report.get('static_gate') else 'off'}; encoder window "
         f"{report['encoder_window_tokens']} tokens; thresholds chosen on the design half "
         f"(worst of {', '.join(BUDGET_FAMILIES)} per band)"
     )
