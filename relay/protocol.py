@@ -172,7 +172,7 @@ def check_event(data: dict[str, Any]) -> None:
     seq = data.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq < 2**53:
         raise ProtocolError("every message needs an integer 'seq' from 1 to 2**53")
-    if _depth(data) > MAX_DEPTH:
+    if not _shallow(data) and _depth(data) > MAX_DEPTH:
         raise ProtocolError(f"a message may nest at most {MAX_DEPTH} levels deep")
     for key, kinds in _FIELDS[kind].items():
         if key in data and not isinstance(data[key], kinds):
@@ -196,6 +196,21 @@ _DELTA_FIELDS: dict[str, tuple[type, ...]] = {
     "reasoning_content": _OPTIONAL_STR,
     "tool_calls": (list, type(None)),
 }
+
+
+def _shallow(data: dict[str, Any]) -> bool:
+    """True when no container nests below the second level: a plain token or done message.
+
+    Checked per frame, so the common case skips the full walk of _depth.
+    """
+    for value in data.values():
+        if isinstance(value, dict):
+            for inner in value.values():
+                if isinstance(inner, (dict, list)):
+                    return False
+        elif isinstance(value, list):
+            return False
+    return True
 
 
 def _depth(value: Any) -> int:

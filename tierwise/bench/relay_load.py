@@ -19,6 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from relay import protocol
+from relay.worker import connect_options
 
 
 def _connect(base: str, secret: bytes, channel: str, role: protocol.Role) -> Any:
@@ -28,8 +29,8 @@ def _connect(base: str, secret: bytes, channel: str, role: protocol.Role) -> Any
     return connect(
         base + protocol.channel_path(channel, role),
         additional_headers={"Authorization": f"Bearer {token}"},
-        ping_interval=None,
         compression=None,
+        **connect_options(connect, base),
     )
 
 
