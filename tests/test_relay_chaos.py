@@ -188,6 +188,7 @@ def test_an_outage_past_the_grace_is_filled_in_from_the_result(
         assert stream.source_counts["relay"] >= 20 and stream.source_counts["result"] > 0
         result = future.result(10)
         assert result["cancelled"] is False  # the worker came back to a 409 and kept going
+        assert _metric(relay, 'tierwise_relay_rejected_total{reason="late"}') >= 1
 
 
 def test_a_killed_worker_process_is_a_clear_error(tmp_path: Path, stub: Stub) -> None:
