@@ -51,6 +51,8 @@ DEFAULT_KEY_ENV = "VLLM_API_KEY"
 # Globus Compute refuses results over 10 MiB; one event per token reaches that on long
 # tool-call streams. Above this the result leaves the events to the relay (see run_worker).
 RESULT_BUDGET_BYTES = 9 * 1024 * 1024
+# Compact JSON with one encoder: json.dumps(..., separators=...) builds a new one per token.
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class UpstreamError(Exception):
@@ -100,7 +102,7 @@ class RelayLink:
         """Number, keep and (when connected) send one message; returns it."""
         with self._lock:
             message = dict(message, seq=len(self.log) + 1)
-            raw = json.dumps(message, separators=(",", ":"))
+            raw = _compact(message)
             self.log.append(raw)
             self.ended = message.get("type") in ("done", "error")
             conn = self._conn
@@ -532,7 +534,7 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
         relayed = link.finish(0.0 if cancelled else float((relay_cfg or {}).get("drain_s", 2)))
     result = {"events": events, "cancelled": cancelled, "relayed": relayed, "worker": worker}
     budget = int(job.get("result_budget_bytes") or RESULT_BUDGET_BYTES)
-    if len(json.dumps(events, separators=(",", ":"))) > budget:
+    if len(_compact(events)) > budget:
         # Over the limit the endpoint would replace the whole result with an error.
         result.update(events=[], omitted=True)
     return result
