@@ -254,8 +254,18 @@ def _nested(depth: int) -> str:
         '{"type":"token","seq":1,"delta":{"content":["x"]}}',
         '{"type":"usage","seq":1,"usage":NaN}',
         '{"type":"done","seq":1.5}',
+        '{"type":"tokens","seq":1,"delta":{"content":"x"}}',
     ],
-    ids=["deep", "huge-seq", "huge-number", "delta-type", "content-type", "nan", "float-seq"],
+    ids=[
+        "deep",
+        "huge-seq",
+        "huge-number",
+        "delta-type",
+        "content-type",
+        "nan",
+        "float-seq",
+        "unknown-type",
+    ],
 )
 def test_a_malformed_producer_message_fails_the_stream_within_a_second(
     frame: str, tmp_path: Path
