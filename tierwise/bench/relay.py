@@ -143,6 +143,7 @@ def _ttft(base: str, upstream: str, secret: bytes, runs: int) -> dict[str, Any]:
             if not first and event["type"] == "token":
                 first = time.perf_counter() - started
                 source = "relay" if stream.source_counts["relay"] else "result"
+        await asyncio.wrap_future(future)  # its teardown must not overlap the next request
         return first, source
 
     direct_s, relay_s, sources = [], [], {"relay": 0, "result": 0}
