@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from relay import protocol
 from relay.dispatch import DispatchError, ResultUnavailable
+from relay.worker import connect_options
 
 log = logging.getLogger("tierwise.relay.consumer")
 
@@ -239,9 +240,10 @@ class HpcStream:
                     conn = await connect(
                         self.relay_base + path,
                         additional_headers={"Authorization": f"Bearer {self.token}"},
-                        ping_interval=None,
                         max_size=None,
                         compression=None,  # the relay does not negotiate it: tiny frames
+                        # no keepalive (heartbeats instead); the proxy looked up once
+                        **connect_options(connect, self.relay_base),
                     )
                     hello = protocol.parse_control(await conn.recv())
             except InvalidStatus as exc:

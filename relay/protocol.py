@@ -17,7 +17,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 Role = Literal["produce", "consume"]
@@ -133,9 +133,9 @@ def channel_path(channel: str, role: Role, after: int = 0) -> str:
     return f"/v1/channels/{channel}/{role}{query}"
 
 
-@dataclass(frozen=True)
-class DataMessage:
-    """One producer message: its sequence number, type and the original text."""
+class DataMessage(NamedTuple):
+    """One producer message: its sequence number, type and the original text. (A tuple:
+    one is made per token, and a frozen dataclass costs several times more to build.)"""
 
     seq: int
     type: str
@@ -172,7 +172,7 @@ def check_event(data: dict[str, Any]) -> None:
     seq = data.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq < 2**53:
         raise ProtocolError("every message needs an integer 'seq' from 1 to 2**53")
-    if _depth(data) > MAX_DEPTH:
+    if not _shallow(data) and _depth(data) > MAX_DEPTH:
         raise ProtocolError(f"a message may nest at most {MAX_DEPTH} levels deep")
     for key, kinds in _FIELDS[kind].items():
         if key in data and not isinstance(data[key], kinds):
@@ -196,6 +196,21 @@ _DELTA_FIELDS: dict[str, tuple[type, ...]] = {
     "reasoning_content": _OPTIONAL_STR,
     "tool_calls": (list, type(None)),
 }
+
+
+def _shallow(data: dict[str, Any]) -> bool:
+    """True when no container nests below the second level: a plain token or done message.
+
+    Checked per frame, so the common case skips the full walk of _depth.
+    """
+    for value in data.values():
+        if isinstance(value, dict):
+            for inner in value.values():
+                if isinstance(inner, (dict, list)):
+                    return False
+        elif isinstance(value, list):
+            return False
+    return True
 
 
 def _depth(value: Any) -> int:
@@ -224,7 +239,7 @@ def _json_object(raw: str | bytes) -> dict[str, Any]:
     if isinstance(raw, bytes):
         raise ProtocolError("send text frames holding JSON, not binary frames")
     try:
-        data = json.loads(raw, parse_constant=_no_constant)
+        data = _DECODER.decode(raw)
     except ValueError:
         raise ProtocolError("a frame is not valid JSON (or holds a number too large)") from None
     except RecursionError:
@@ -236,3 +251,8 @@ def _json_object(raw: str | bytes) -> dict[str, Any]:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+# One decoder for every frame: json.loads(raw, parse_constant=...) builds a new one per call,
+# which cost more than the parse itself.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)

@@ -200,7 +200,9 @@ class RelayServer:
             return response
         refusal = self._refusal(target)
         if refusal is not None:
-            self.metrics.inc("tierwise_relay_rejected_total", reason="finished")
+            # 409 (a producer the relay gave up on) apart from 410 (any role, ended channel)
+            late = refusal[0] is HTTPStatus.CONFLICT
+            self.metrics.inc("tierwise_relay_rejected_total", reason="late" if late else "finished")
             return _reply(connection, *refusal)
         if target.channel not in self.channels and len(self.channels) >= self.settings.max_channels:
             self.metrics.inc("tierwise_relay_rejected_total", reason="full")

@@ -51,6 +51,8 @@ DEFAULT_KEY_ENV = "VLLM_API_KEY"
 # Globus Compute refuses results over 10 MiB; one event per token reaches that on long
 # tool-call streams. Above this the result leaves the events to the relay (see run_worker).
 RESULT_BUDGET_BYTES = 9 * 1024 * 1024
+# Compact JSON with one encoder: json.dumps(..., separators=...) builds a new one per token.
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class UpstreamError(Exception):
@@ -100,7 +102,7 @@ class RelayLink:
         """Number, keep and (when connected) send one message; returns it."""
         with self._lock:
             message = dict(message, seq=len(self.log) + 1)
-            raw = json.dumps(message, separators=(",", ":"))
+            raw = _compact(message)
             self.log.append(raw)
             self.ended = message.get("type") in ("done", "error")
             conn = self._conn
@@ -168,7 +170,7 @@ class RelayLink:
                     # Token frames are tens of bytes: deflate costs CPU on every hop and
                     # saves next to nothing (the relay does not negotiate it either).
                     compression=None,
-                    **_own_keepalive(connect),
+                    **connect_options(connect, self.url),
                 )
                 if fresh:
                     # Send what we have without waiting for the hello: its resume point
@@ -268,13 +270,40 @@ class RelayLink:
                 self._cancel()
 
 
-@functools.cache
-def _own_keepalive(connect: Callable[..., Any]) -> dict[str, Any]:
-    """Options that stop websockets (>= 15) from starting a keepalive thread for each
-    connection, on the path to the first token: RelayLink._read pings instead."""
-    if "ping_interval" in inspect.signature(connect).parameters:
-        return {"ping_interval": None}
-    return {}
+# Variables that decide which proxy, if any, websockets uses for a relay URL.
+PROXY_ENV = tuple(
+    name
+    for scheme in ("ws", "wss", "socks", "https", "http", "no")
+    for name in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY")
+)
+
+
+def connect_options(connect: Callable[..., Any], url: str) -> dict[str, Any]:
+    """Options for websockets' `connect` that it would otherwise work out on every call.
+
+    No keepalive thread per connection (RelayLink._read pings instead), and the proxy for
+    this relay looked up once per environment: websockets (>= 15) scans the whole
+    environment on each connect, which cost more CPU than the rest of the handshake on the
+    path to the first token (profiled with `tierwise bench relay`).
+    """
+    parts = urlsplit(url)
+    env = tuple(os.environ.get(name) for name in PROXY_ENV)
+    return _connect_options(connect, parts.scheme, parts.netloc, env)
+
+
+@functools.lru_cache(maxsize=32)
+def _connect_options(
+    connect: Callable[..., Any], scheme: str, netloc: str, env: tuple[str | None, ...]
+) -> dict[str, Any]:
+    params = inspect.signature(connect).parameters
+    options: dict[str, Any] = {}
+    if "ping_interval" in params:
+        options["ping_interval"] = None
+    if "proxy" in params:
+        from websockets.uri import get_proxy, parse_uri
+
+        options["proxy"] = get_proxy(parse_uri(f"{scheme}://{netloc}/"))
+    return options
 
 
 class Upstream:
@@ -505,7 +534,7 @@ def run_worker(job: dict[str, Any]) -> dict[str, Any]:
         relayed = link.finish(0.0 if cancelled else float((relay_cfg or {}).get("drain_s", 2)))
     result = {"events": events, "cancelled": cancelled, "relayed": relayed, "worker": worker}
     budget = int(job.get("result_budget_bytes") or RESULT_BUDGET_BYTES)
-    if len(json.dumps(events, separators=(",", ":"))) > budget:
+    if len(_compact(events)) > budget:
         # Over the limit the endpoint would replace the whole result with an error.
         result.update(events=[], omitted=True)
     return result

@@ -20,3 +20,4 @@ def test_bench_relay_checks_every_stream_quiet_and_loaded() -> None:
     text = relay.format_results(results)
     assert "loaded (2 busy loops) all 2 runs: lost 0, duplicated 0, unfinished 0 of 24" in text
     assert "quiet  all 2 runs: lost 0" in text
+    assert results["load_at_start"]["cores"] >= 1 and "load average" in text

@@ -188,6 +188,7 @@ def test_an_outage_past_the_grace_is_filled_in_from_the_result(
         assert stream.source_counts["relay"] >= 20 and stream.source_counts["result"] > 0
         result = future.result(10)
         assert result["cancelled"] is False  # the worker came back to a 409 and kept going
+        assert _metric(relay, 'tierwise_relay_rejected_total{reason="late"}') >= 1
 
 
 def test_a_killed_worker_process_is_a_clear_error(tmp_path: Path, stub: Stub) -> None:
@@ -253,8 +254,18 @@ def _nested(depth: int) -> str:
         '{"type":"token","seq":1,"delta":{"content":["x"]}}',
         '{"type":"usage","seq":1,"usage":NaN}',
         '{"type":"done","seq":1.5}',
+        '{"type":"tokens","seq":1,"delta":{"content":"x"}}',
     ],
-    ids=["deep", "huge-seq", "huge-number", "delta-type", "content-type", "nan", "float-seq"],
+    ids=[
+        "deep",
+        "huge-seq",
+        "huge-number",
+        "delta-type",
+        "content-type",
+        "nan",
+        "float-seq",
+        "unknown-type",
+    ],
 )
 def test_a_malformed_producer_message_fails_the_stream_within_a_second(
     frame: str, tmp_path: Path

@@ -130,3 +130,18 @@ def test_abort_before_the_upstream_request_starts_sends_nothing(
     upstream.abort()
     assert list(upstream.chunks({"model": "m", "messages": []})) == []
     assert stub.requests() == []
+
+
+def test_connect_options_follow_the_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The proxy is worked out once per environment, not on every connect, and still honoured
+    when the environment names one (compute nodes behind an HTTP proxy)."""
+    from websockets.sync.client import connect
+
+    for name in worker.PROXY_ENV:
+        monkeypatch.delenv(name, raising=False)
+    url = "wss://relay.example.edu/v1/channels/abcdefgh/produce"
+    assert worker.connect_options(connect, url) == {"ping_interval": None, "proxy": None}
+    monkeypatch.setenv("https_proxy", "http://proxy.internal:3128")
+    assert worker.connect_options(connect, url)["proxy"] == "http://proxy.internal:3128"
+    monkeypatch.setenv("no_proxy", "relay.example.edu")
+    assert worker.connect_options(connect, url)["proxy"] is None

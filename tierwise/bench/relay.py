@@ -76,7 +76,7 @@ def run(
     relay_port, stub_port = free_port(), free_port()
     relay_cmd = [sys.executable, "-m", "relay", "--port", str(relay_port)]
     stub_cmd = [sys.executable, "-m", "tierwise.standin", "--port", str(stub_port)]
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"load_at_start": _load_average()}
     with (
         _process(relay_cmd, f"http://127.0.0.1:{relay_port}/health", env),
         _process(stub_cmd, f"http://127.0.0.1:{stub_port}/health", env),
@@ -93,8 +93,14 @@ def run(
                 results["loaded_runs"] = [
                     _load(base, secret, streams, tokens, f"loaded{r}") for r in range(runs)
                 ]
+    results["load_at_end"] = _load_average()
     results["context"] = STREAM_TTFT_CONTEXT
     return results
+
+
+def _load_average() -> dict[str, Any]:
+    """The machine's 1-minute load and its cores: every figure here moves with them."""
+    return {"load_1m": round(os.getloadavg()[0], 2), "cores": os.cpu_count()}
 
 
 def _ttft(base: str, upstream: str, secret: bytes, runs: int) -> dict[str, Any]:
@@ -137,6 +143,7 @@ def _ttft(base: str, upstream: str, secret: bytes, runs: int) -> dict[str, Any]:
             if not first and event["type"] == "token":
                 first = time.perf_counter() - started
                 source = "relay" if stream.source_counts["relay"] else "result"
+        await asyncio.wrap_future(future)  # its teardown must not overlap the next request
         return first, source
 
     direct_s, relay_s, sources = [], [], {"relay": 0, "result": 0}
@@ -211,10 +218,18 @@ def format_results(results: dict[str, Any]) -> str:
         f"{many['streams']} concurrent streams x {many['tokens_per_stream']} tokens:",
         *_load_lines("quiet ", results["concurrent_runs"]),
         *_load_lines(f"loaded ({BUSY_LOOPS} busy loops)", results.get("loaded_runs") or []),
-        "(producer, relay and consumer processes share this machine's cores)",
+        "(producer, relay and consumer processes share this machine's cores; load average "
+        f"{_load_text(results)})",
         results["context"],
     ]
     return "\n".join(lines)
+
+
+def _load_text(results: dict[str, Any]) -> str:
+    start, end = results.get("load_at_start"), results.get("load_at_end")
+    if not start or not end:
+        return "not recorded"
+    return f"{start['load_1m']} at the start, {end['load_1m']} at the end, {start['cores']} cores"
 
 
 def _load_lines(mode: str, runs: list[dict[str, Any]]) -> list[str]:

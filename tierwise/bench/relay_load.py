@@ -19,6 +19,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from relay import protocol
+from relay.worker import connect_options
+
+RETRY_WINDOW_S = 30.0  # as long as the worker and the consumer keep retrying the relay
 
 
 def _connect(base: str, secret: bytes, channel: str, role: protocol.Role) -> Any:
@@ -28,9 +31,25 @@ def _connect(base: str, secret: bytes, channel: str, role: protocol.Role) -> Any
     return connect(
         base + protocol.channel_path(channel, role),
         additional_headers={"Authorization": f"Bearer {token}"},
-        ping_interval=None,
         compression=None,
+        **connect_options(connect, base),
     )
+
+
+async def _open(base: str, secret: bytes, channel: str, role: protocol.Role) -> Any:
+    """Open a connection, and retry a handshake that fails as the worker and the consumer do
+    (every 0.05-0.25 s, for up to RETRY_WINDOW_S): 200 handshakes on a saturated machine can
+    outlast one handshake's timeout, and a client that gives up there loses nothing real."""
+    loop = asyncio.get_running_loop()
+    give_up, backoff = loop.time() + RETRY_WINDOW_S, 0.05
+    while True:
+        try:
+            return await _connect(base, secret, channel, role)
+        except (TimeoutError, OSError):
+            if loop.time() + backoff > give_up:
+                raise
+        await asyncio.sleep(backoff)
+        backoff = min(0.25, backoff * 2)
 
 
 def token_text(channel: str, seq: int) -> str:
@@ -39,7 +58,7 @@ def token_text(channel: str, seq: int) -> str:
 
 
 async def produce(base: str, secret: bytes, channel: str, count: int) -> None:
-    async with _connect(base, secret, channel, "produce") as ws:
+    async with await _open(base, secret, channel, "produce") as ws:
         hello = json.loads(await ws.recv())
         beat = asyncio.create_task(_heartbeat(ws, float(hello["heartbeat_s"])))
         for seq in range(hello["resume_from"] + 1, count + 1):
@@ -88,7 +107,7 @@ async def consume(base: str, secret: bytes, channel: str, count: int) -> Checked
 async def _read_checked(
     base: str, secret: bytes, channel: str, seen: set[int], checked: Checked
 ) -> None:
-    async with _connect(base, secret, channel, "consume") as ws:
+    async with await _open(base, secret, channel, "consume") as ws:
         hello = json.loads(await ws.recv())
         ack_every = int(hello["ack_every"])
         beat = asyncio.create_task(_heartbeat(ws, float(hello["heartbeat_s"])))
