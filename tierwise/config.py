@@ -2,20 +2,23 @@
 
 Every model forbids unknown keys, so a typo is an error that names the key and the keys
 allowed there, instead of a setting that silently does nothing.
+
+Longer than 400 lines because it is the whole schema in one place: every section's model,
+read top to bottom as the reference (docs/configuration.md is generated from it).
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import re
-import types
-import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tierwise.config_errors import format_validation_error
 
 Capability = Literal["vision", "tools", "json"]
 RuleName = Literal["capability", "context", "complexity", "vram", "sla", "health", "custom"]
@@ -433,7 +436,7 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None) -> Tierwis
     try:
         return TierwiseConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, where, data)) from None
+        raise ConfigError(format_validation_error(exc, where, data, TierwiseConfig)) from None
 
 
 def _parse_yaml(text: str, where: str) -> Any:
@@ -444,71 +447,3 @@ def _parse_yaml(text: str, where: str) -> Any:
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
-
-
-def format_validation_error(exc: ValidationError, where: str, data: Any) -> str:
-    """Turn pydantic's errors into lines a person can act on."""
-    lines = [f"{where}: invalid tierwise config"]
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        key = _dotted_key(loc) or "(top level)"
-        bad = _value_at(data, loc)
-        if err["type"] == "extra_forbidden":
-            allowed = ", ".join(_allowed_keys(loc[:-1]))
-            lines.append(f"  {key}: unknown key; allowed here: {allowed}")
-            continue
-        if err["type"] == "missing":
-            lines.append(f"  {key}: required key is missing")
-            continue
-        message = str(err["msg"]).removeprefix("Value error, ")
-        got = f" (got {bad!r})" if bad is not _MISSING else ""
-        lines.append(f"  {key}: {message}{got}")
-    return "\n".join(lines)
-
-
-_MISSING = object()
-
-
-def _dotted_key(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _value_at(data: Any, loc: Sequence[int | str]) -> Any:
-    node = data
-    for part in loc:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return _MISSING
-    return node
-
-
-def _allowed_keys(loc: Sequence[int | str]) -> list[str]:
-    """The field names of the model that sits at `loc` in the config tree."""
-    model: Any = TierwiseConfig
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        if field is None:
-            return []
-        model = _model_in(field.annotation)
-        if model is None:
-            return []
-    return list(model.model_fields)
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """Find the pydantic model inside Optional[...] / tuple[...] / list[...] annotations."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType, tuple, list):
-        for arg in typing.get_args(annotation):
-            found = _model_in(arg)
-            if found is not None:
-                return found
-    return None
