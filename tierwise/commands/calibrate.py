@@ -58,14 +58,14 @@ def register(sub: Subparsers) -> None:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import yaml
 
-    from tierwise.calibrate import (
+    from tierwise.training.calibrate import (
         CalibrationError,
         apply_threshold,
         pick_threshold,
         thresholds_for_shares,
         write_thresholds,
     )
-    from tierwise.evaluation.data import DataError, is_outcome_file, iter_jsonl, load_rows
+    from tierwise.training.data import DataError, is_outcome_file, iter_jsonl, load_rows
 
     config = config_of(args)
     if args.config is None and args.output is None and not args.dry_run:

@@ -13,18 +13,17 @@ import sys
 from typing import Any
 
 from tierwise.encoder import cache_dir
-from tierwise.evaluation import baselines
-from tierwise.evaluation.cv import (
+from tierwise.static_encoder import NAME, StaticEncoderUnavailable, shared_static_encoder
+from tierwise.training import baselines, fit_learned
+from tierwise.training.cv import (
     baseline_scores,
     build_pool,
     format_table,
     random_summary,
     summarize,
 )
-from tierwise.evaluation.data import DataError
-from tierwise.evaluation.sources import load_sources
-from tierwise.scoring import fit_learned
-from tierwise.static_encoder import NAME, StaticEncoderUnavailable, shared_static_encoder
+from tierwise.training.data import DataError
+from tierwise.training.sources import load_sources
 
 NOTES = (
     "Each row: a source held out, everything fitted on the others. tierwise = the learned "

@@ -107,9 +107,9 @@ def register(sub: Subparsers) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tierwise.evaluation import run as evaluation
-    from tierwise.evaluation.data import DataError
-    from tierwise.evaluation.metrics import OutcomeCurve
+    from tierwise.training import run as evaluation
+    from tierwise.training.data import DataError
+    from tierwise.training.metrics import OutcomeCurve
 
     if args.cv:
         from tierwise.commands import eval_cv
@@ -138,7 +138,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         write_json(args.json, report)
         print(f"report written to {args.json}")
     if args.plot and panels:
-        from tierwise.evaluation.plot import plot_curves
+        from tierwise.training.plot import plot_curves
 
         try:
             print(f"quality-cost curves written to {plot_curves(panels, args.plot)}")
@@ -178,7 +178,7 @@ def cache_encoder(config: TierwiseConfig, command: str) -> Encoder | None:
 
 
 def cmd_eval_cache(args: argparse.Namespace) -> int:
-    from tierwise.cache import evaluate
+    from tierwise.training import cache_eval as evaluate
 
     config = config_of(args)
     encoder = cache_encoder(config, "eval-cache")

@@ -28,8 +28,8 @@ def register(sub: Subparsers) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tierwise.evaluation.data import load_rows
-    from tierwise.scoring import fit_heuristic
+    from tierwise.training import fit_heuristic
+    from tierwise.training.data import load_rows
 
     complexity = args.data / "complexity"
     labels = complexity / "stream_1800.jsonl"
@@ -53,10 +53,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_learned(args: argparse.Namespace, heuristic: object) -> int:
     from tierwise.encoder import cache_dir
-    from tierwise.evaluation.cv import build_pool
-    from tierwise.evaluation.sources import data_files, load_sources
-    from tierwise.scoring import fit_learned
     from tierwise.static_encoder import NAME, StaticEncoderUnavailable, shared_static_encoder
+    from tierwise.training import fit_learned
+    from tierwise.training.cv import build_pool
+    from tierwise.training.sources import data_files, load_sources
 
     try:
         encoder = shared_static_encoder()
