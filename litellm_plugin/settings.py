@@ -23,9 +23,9 @@ from tierwise.config import (
     ConfigError,
     StrictModel,
     TierwiseConfig,
-    format_validation_error,
     load_config,
 )
+from tierwise.config_errors import format_validation_error
 
 TIER_KEY = "tierwise_tier"
 METRICS_KEY = "tierwise_metrics_url"
@@ -99,7 +99,8 @@ def setup_from_proxy_config(
             {k: section[k] for k in plugin_keys & set(section)}
         )
     except ValidationError as exc:
-        text = format_validation_error(exc, f"{where}: section '{SECTION}'", section)
+        where_section = f"{where}: section '{SECTION}'"
+        text = format_validation_error(exc, where_section, section, PluginSettings)
         raise ConfigError(
             text.replace("invalid tierwise config", "invalid plugin setting")
         ) from None

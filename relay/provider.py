@@ -58,7 +58,9 @@ class HpcSettings(BaseModel):
     allow_insecure_relay: bool = Field(
         False, description="allow ws:// to a relay off loopback (development only)"
     )
-    dispatch: Literal["globus", "local"] = "globus"
+    dispatch: Literal["globus", "local"] = Field(
+        "globus", description="globus: Globus Compute; local: a process pool here (testing)"
+    )
     endpoint_id: str | None = Field(None, description="Globus Compute endpoint UUID (globus)")
     function_id: str | None = Field(
         None,
@@ -88,17 +90,21 @@ class HpcSettings(BaseModel):
     relay_secret_env: str = Field(
         "TIERWISE_RELAY_SECRET", description="env var holding the relay's shared secret"
     )
-    token_ttl_s: float = Field(3600, gt=0)
+    token_ttl_s: float = Field(3600, gt=0, description="lifetime of the relay tokens a job gets")
     sdk_timeout_s: float = Field(30, gt=0, description="deadline for each Globus SDK call")
-    accept_timeout_s: float = Field(60, gt=0)
+    accept_timeout_s: float = Field(
+        60, gt=0, description="deadline for the service to accept the submitted task"
+    )
     start_timeout_s: float = Field(
         600, gt=0, description="first token by then (batch queue wait); the job expires then"
     )
     generation_timeout_s: float | None = Field(
         None, gt=0, description="time to generate after the start (default: the call's timeout)"
     )
-    connect_timeout_s: float = Field(5, gt=0)
-    reconnect_window_s: float = Field(30, ge=0)
+    connect_timeout_s: float = Field(5, gt=0, description="deadline for one relay connection")
+    reconnect_window_s: float = Field(
+        30, ge=0, description="how long a dropped relay link is retried before the job fails"
+    )
     drain_s: float = Field(2, ge=0, description="worker's wait for the relay after the end")
 
     @model_validator(mode="after")

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from tests.servers import Service, start_redis
-from tierwise.cache import budget, evaluate, keys
+from tierwise.cache import budget, keys
 from tierwise.cache.index import VectorIndex
 from tierwise.cache.store import DiskStore, Entry, RedisStore, Store
 from tierwise.request import ChatRequest, Scope
+from tierwise.training import cache_eval as evaluate
 
 
 def chat(*turns: tuple[str, str], scope: Scope | None = None, **body: object) -> ChatRequest:

@@ -11,8 +11,8 @@ import yaml
 
 from tests.conftest import three_tiers
 from tierwise import calibrate, cli
-from tierwise.calibrate import CalibrationError, apply_threshold, pick_threshold
 from tierwise.config import load_config
+from tierwise.training.calibrate import CalibrationError, apply_threshold, pick_threshold
 
 
 def _outcomes(n: int = 400, seed: int = 0) -> tuple[np.ndarray, list[bool], list[bool]]:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tierwise.evaluation.ceiling import family, judge_agreement, perfect_scores, subject_prior
-from tierwise.evaluation.sources import mmlu_group
+from tierwise.training.ceiling import family, judge_agreement, perfect_scores, subject_prior
+from tierwise.training.sources import mmlu_group
 
 
 def _write(path: Path, rows: list[dict[str, object]]) -> Path:

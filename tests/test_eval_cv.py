@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tierwise.cli import main
-from tierwise.evaluation.sources import load_sources, mmlu_group
+from tierwise.training.sources import load_sources, mmlu_group
 
 
 def _write(path: Path, rows: list[dict[str, object]]) -> None:

@@ -9,10 +9,10 @@ import pytest
 
 from tests.summarize_helpers import chat, config, request
 from tierwise.cli import main
-from tierwise.evaluation.http_summarizer import HttpSummarizer
-from tierwise.evaluation.long_chats import LongChat, generate
 from tierwise.router import TierRouter
 from tierwise.tokens import default_counter
+from tierwise.training.http_summarizer import HttpSummarizer
+from tierwise.training.long_chats import LongChat, generate
 
 PROMPTS = [
     "What is the capital of France?",

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tierwise.evaluation.cv import Pool, fold_scores
-from tierwise.evaluation.sources import Example
 from tierwise.request import ChatRequest
-from tierwise.scoring import fit_learned
 from tierwise.scoring.heuristic import features
 from tierwise.scoring.learned import LearnedModel, LearnedScorer, input_vector
+from tierwise.training import fit_learned
+from tierwise.training.cv import Pool, fold_scores
+from tierwise.training.sources import Example
 
 
 class HashEncoder:

@@ -16,12 +16,13 @@ from tests.conftest import three_tiers
 from tierwise import static_encoder
 from tierwise.config import load_config
 from tierwise.request import ChatRequest
-from tierwise.scoring import factory, fit_learned
+from tierwise.scoring import factory
 from tierwise.scoring.base import Band
 from tierwise.scoring.cascade import CascadeScorer
 from tierwise.scoring.heuristic import HeuristicScorer
 from tierwise.scoring.learned import ARTIFACT, LearnedModel, LearnedScorer, load_learned
 from tierwise.static_encoder import StaticEncoder, StaticEncoderUnavailable, shared_static_encoder
+from tierwise.training import fit_learned
 
 ARTIFACT_PATH = Path(str(resources.files("tierwise.scoring"))) / "artifacts" / ARTIFACT
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from tierwise.evaluation.metrics import (
+from tierwise.training.metrics import (
     auroc,
     label_report,
     outcome_curve,

@@ -2,20 +2,23 @@
 
 Every model forbids unknown keys, so a typo is an error that names the key and the keys
 allowed there, instead of a setting that silently does nothing.
+
+Longer than 400 lines because it is the whole schema in one place: every section's model,
+read top to bottom as the reference (docs/configuration.md is generated from it).
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import re
-import types
-import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tierwise.config_errors import format_validation_error
 
 Capability = Literal["vision", "tools", "json"]
 RuleName = Literal["capability", "context", "complexity", "vram", "sla", "health", "custom"]
@@ -46,8 +49,8 @@ class StrictModel(BaseModel):
 class Price(StrictModel):
     """USD per one million tokens, as providers quote them."""
 
-    input_per_mtok: float = Field(0.0, ge=0)
-    output_per_mtok: float = Field(0.0, ge=0)
+    input_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt tokens")
+    output_per_mtok: float = Field(0.0, ge=0, description="USD per million answer tokens")
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
@@ -56,12 +59,18 @@ class Price(StrictModel):
 class VramSettings(StrictModel):
     """When to treat a GPU-backed tier as too full to take a request."""
 
-    source: Literal["nvml", "vllm"] = "nvml"
+    source: Literal["nvml", "vllm"] = Field(
+        "nvml", description="read the local card (nvml) or a vLLM server's /metrics"
+    )
     device: int = Field(0, ge=0, description="NVML device index (source: nvml)")
     min_free_gb: float = Field(2.0, ge=0, description="headroom a request needs on the card")
     metrics_url: str | None = Field(None, description="vLLM /metrics URL (source: vllm)")
-    max_kv_cache_usage: float = Field(0.95, gt=0, le=1)
-    max_waiting: int | None = Field(None, ge=0)
+    max_kv_cache_usage: float = Field(
+        0.95, gt=0, le=1, description="skip the tier above this KV-cache use (source: vllm)"
+    )
+    max_waiting: int | None = Field(
+        None, ge=0, description="skip the tier above this many queued requests (source: vllm)"
+    )
 
     @model_validator(mode="after")
     def _vllm_needs_url(self) -> VramSettings:
@@ -73,7 +82,9 @@ class VramSettings(StrictModel):
 class SlaSettings(StrictModel):
     """Latency objective for a tier, judged on an EMA of time to first token."""
 
-    max_ttft_ms: float = Field(..., gt=0)
+    max_ttft_ms: float = Field(
+        ..., gt=0, description="demote the tier while its time-to-first-token EMA is above this"
+    )
     seed_ms: float | None = Field(
         None, gt=0, description="assumed latency before any observation (default: half the SLA)"
     )
@@ -102,13 +113,15 @@ class TierSummary(StrictModel):
 class TierConfig(StrictModel):
     """One rung of the ladder: a set of host models with one price, window and capability set."""
 
-    name: str
+    name: str = Field(..., description="the tier's name in routing decisions, logs and headers")
     order: int = Field(..., ge=0, description="0 = cheapest; higher orders are stronger tiers")
     models: tuple[str, ...] = Field(..., min_length=1, description="host model names")
     price: Price = Price()
-    context_window: int = Field(8192, gt=0)
+    context_window: int = Field(8192, gt=0, description="tokens the tier's models accept")
     output_reserve: int = Field(1024, ge=0, description="tokens kept free for the answer")
-    capabilities: tuple[Capability, ...] = ()
+    capabilities: tuple[Capability, ...] = Field(
+        (), description="what its models can take: images, tool calls, JSON output"
+    )
     min_score: float | None = Field(
         None, ge=0, le=1, description="lowest complexity score this tier is chosen for"
     )
@@ -163,8 +176,8 @@ class TierConfig(StrictModel):
 class Bands(StrictModel):
     """Score cut points between the LOW / MEDIUM / HIGH bands."""
 
-    medium: float = Field(1 / 3, gt=0, lt=1)
-    high: float = Field(2 / 3, gt=0, lt=1)
+    medium: float = Field(1 / 3, gt=0, lt=1, description="lowest score in the MEDIUM band")
+    high: float = Field(2 / 3, gt=0, lt=1, description="lowest score in the HIGH band")
 
     @model_validator(mode="after")
     def _ordered(self) -> Bands:
@@ -212,18 +225,28 @@ class CascadeConfig(StrictModel):
 
 
 class ScoringConfig(StrictModel):
-    method: ScoringMethod = "auto"
+    """How a request's complexity score is computed."""
+
+    method: ScoringMethod = Field(
+        "auto", description="auto: the cascade when the learned scorer is installed, else heuristic"
+    )
     bands: Bands = Bands()
     cascade: CascadeConfig = CascadeConfig()
 
 
 class HealthSettings(StrictModel):
+    """When a failing tier is skipped (a cool-down), and for how long."""
+
     max_failures: int = Field(3, ge=1, description="consecutive failures before a cool-down")
-    cooldown_s: float = Field(30.0, gt=0)
+    cooldown_s: float = Field(30.0, gt=0, description="how long a cooled-down tier is skipped")
 
 
 class RulesConfig(StrictModel):
-    order: tuple[RuleName, ...] = DEFAULT_RULE_ORDER
+    """Which routing rules run, in what order, and their settings."""
+
+    order: tuple[RuleName, ...] = Field(
+        DEFAULT_RULE_ORDER, description="rules run in this order; leave one out to turn it off"
+    )
     context_margin: float = Field(
         0.05, ge=0, lt=1, description="share of each window kept spare for tokenizer mismatch"
     )
@@ -250,8 +273,10 @@ class RulesConfig(StrictModel):
 class CacheConfig(StrictModel):
     """The semantic cache: off unless enabled; scoped per user/team/key unless made global."""
 
-    enabled: bool = False
-    backend: Literal["disk", "redis"] = "disk"
+    enabled: bool = Field(False, description="answer repeated and paraphrased questions")
+    backend: Literal["disk", "redis"] = Field(
+        "disk", description="disk: one machine (diskcache); redis: shared by every replica"
+    )
     directory: str | None = Field(None, description="disk backend (default: user cache dir)")
     redis_url: str | None = Field(None, description="redis backend, e.g. redis://host:6379/0")
     similarity: float | None = Field(
@@ -269,9 +294,11 @@ class CacheConfig(StrictModel):
         "question) the cache may answer; the cosine thresholds per question length follow "
         "from the curves eval-cache measured (README: Semantic cache)",
     )
-    ttl_s: float = Field(86400.0, gt=0)
-    max_entries: int = Field(100_000, ge=1)
-    scope: Literal["user", "team", "global"] = "user"
+    ttl_s: float = Field(86400.0, gt=0, description="seconds an answer stays servable")
+    max_entries: int = Field(100_000, ge=1, description="oldest entries are evicted past this")
+    scope: Literal["user", "team", "global"] = Field(
+        "user", description="who may be served an answer another caller got"
+    )
     max_temperature: float = Field(
         0.7, ge=0, description="requests sampled hotter than this are neither served nor stored"
     )
@@ -414,7 +441,7 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None) -> Tierwis
     try:
         return TierwiseConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, where, data)) from None
+        raise ConfigError(format_validation_error(exc, where, data, TierwiseConfig)) from None
 
 
 def _parse_yaml(text: str, where: str) -> Any:
@@ -425,71 +452,3 @@ def _parse_yaml(text: str, where: str) -> Any:
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
-
-
-def format_validation_error(exc: ValidationError, where: str, data: Any) -> str:
-    """Turn pydantic's errors into lines a person can act on."""
-    lines = [f"{where}: invalid tierwise config"]
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        key = _dotted_key(loc) or "(top level)"
-        bad = _value_at(data, loc)
-        if err["type"] == "extra_forbidden":
-            allowed = ", ".join(_allowed_keys(loc[:-1]))
-            lines.append(f"  {key}: unknown key; allowed here: {allowed}")
-            continue
-        if err["type"] == "missing":
-            lines.append(f"  {key}: required key is missing")
-            continue
-        message = str(err["msg"]).removeprefix("Value error, ")
-        got = f" (got {bad!r})" if bad is not _MISSING else ""
-        lines.append(f"  {key}: {message}{got}")
-    return "\n".join(lines)
-
-
-_MISSING = object()
-
-
-def _dotted_key(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _value_at(data: Any, loc: Sequence[int | str]) -> Any:
-    node = data
-    for part in loc:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return _MISSING
-    return node
-
-
-def _allowed_keys(loc: Sequence[int | str]) -> list[str]:
-    """The field names of the model that sits at `loc` in the config tree."""
-    model: Any = TierwiseConfig
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        if field is None:
-            return []
-        model = _model_in(field.annotation)
-        if model is None:
-            return []
-    return list(model.model_fields)
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """Find the pydantic model inside Optional[...] / tuple[...] / list[...] annotations."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType, tuple, list):
-        for arg in typing.get_args(annotation):
-            found = _model_in(arg)
-            if found is not None:
-                return found
-    return None

@@ -9,12 +9,12 @@ from typing import Any
 
 from tierwise.bench.stats import summary_ms
 from tierwise.config import TierwiseConfig
-from tierwise.evaluation.baselines import litellm_or_none
-from tierwise.evaluation.data import iter_jsonl
 from tierwise.progress import Progress
 from tierwise.request import ChatRequest
 from tierwise.router import TierRouter
 from tierwise.scoring.heuristic import HeuristicScorer
+from tierwise.training.baselines import litellm_or_none
+from tierwise.training.data import iter_jsonl
 
 WARMUP = 50
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tierwise.config import ConfigError, TierwiseConfig, load_config
 from tierwise.rules import load_custom_rule
 from tierwise.signals.vram import GIB, load_nvml
 from tierwise.tokens import ENCODER_INSTALL_HINT, TokenCounter, encoder_model_dir
+
+if TYPE_CHECKING:
+    from tierwise.commands.common import Subparsers
 
 # Host packages and the ranges tierwise is tested with.
 HOST_PACKAGES = (
@@ -21,6 +26,17 @@ HOST_PACKAGES = (
     ("onnxruntime", "1.20 - 1.32", "pip install 'tierwise[learned]'"),
     ("nvidia-ml-py", "12 - 13", "pip install 'tierwise[gpu]'"),
 )
+
+
+def register(sub: Subparsers) -> None:
+    doctor = sub.add_parser("doctor", help="check config, GPU, tokenizer and host packages")
+    doctor.set_defaults(handler=cmd_doctor)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    checks, code = run(args.config)
+    print(format_checks(checks))
+    return code
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from tierwise.encoder import cache_dir
-from tierwise.evaluation import baselines, ceiling
-from tierwise.evaluation.cv import (
+from tierwise.static_encoder import NAME, StaticEncoderUnavailable, shared_static_encoder
+from tierwise.training import baselines, ceiling, fit_learned
+from tierwise.training.cv import (
     Pool,
     baseline_scores,
     build_pool,
@@ -23,11 +24,9 @@ from tierwise.evaluation.cv import (
     random_summary,
     summarize,
 )
-from tierwise.evaluation.data import DataError
-from tierwise.evaluation.metrics import OutcomeCurve, outcome_curve, outcome_report
-from tierwise.evaluation.sources import load_sources
-from tierwise.scoring import fit_learned
-from tierwise.static_encoder import NAME, StaticEncoderUnavailable, shared_static_encoder
+from tierwise.training.data import DataError
+from tierwise.training.metrics import OutcomeCurve, outcome_curve, outcome_report
+from tierwise.training.sources import load_sources
 
 NOTES = (
     "Each row: a source held out, everything fitted on the others. tierwise = the learned "
@@ -63,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ceiling:
         bounds = ceiling.ceiling_report(pool, settings, NAME, args.data, results["tierwise"])
         report["ceiling"] = bounds
-        print("\nUpper bounds (used for no choice; tierwise/evaluation/ceiling.py says how)")
+        print("\nUpper bounds (used for no choice; tierwise/training/ceiling.py says how)")
         print(ceiling.format_ceiling(report["ceiling"]))
     if args.plot:
         _plot(pool, held_out, args.plot)
@@ -81,7 +80,7 @@ def _plot(pool: Pool, held_out: dict[str, tuple[Any, Any]], out: Path) -> None:
     shows how much room the metric leaves on that traffic. Each family's pooled AUROC and
     APGR are printed, since the picture shows them.
     """
-    from tierwise.evaluation.plot import plot_curves
+    from tierwise.training.plot import plot_curves
 
     families: dict[str, list[int]] = {}
     for i, e in enumerate(pool.examples):

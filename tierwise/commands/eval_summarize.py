@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from tierwise.config import TierwiseConfig
-from tierwise.evaluation import summarize_eval
-from tierwise.evaluation.data import DataError, iter_jsonl
-from tierwise.evaluation.http_summarizer import (
+from tierwise.tokens import default_counter
+from tierwise.training import summarize_eval
+from tierwise.training.data import DataError, iter_jsonl
+from tierwise.training.http_summarizer import (
     HttpSummarizer,
     StandinServer,
     SummarizerServerError,
 )
-from tierwise.evaluation.long_chats import generate
-from tierwise.tokens import default_counter
+from tierwise.training.long_chats import generate
 
 # What the stand-in answers to every summarizer call: a summary-shaped paragraph (the
 # stand-in is a server, not a model, so the figures measure routing, calls and latency).

@@ -7,15 +7,48 @@ cannot be scored keeps its place and gets an `error` field instead.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
+from tierwise.commands.common import config_of
 from tierwise.progress import Progress
 from tierwise.request import ChatRequest, RequestError
 from tierwise.router import TierRouter
 from tierwise.rules import RoutingError
+
+if TYPE_CHECKING:
+    from tierwise.commands.common import Subparsers
+
+
+def register(sub: Subparsers) -> None:
+    score = sub.add_parser("score", help="score JSONL lines ({text} or {messages}); stdin default")
+    score.add_argument("file", nargs="?", help="input JSONL (default: stdin)")
+    score.add_argument("-o", "--output", help="write here instead of stdout")
+    score.add_argument("--quiet", action="store_true", help="no progress bar")
+    score.set_defaults(handler=cmd_score)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    router = TierRouter(config_of(args))
+    sink = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        if args.file:
+            path = Path(args.file)
+            try:
+                total = sum(1 for line in path.open("rb") if line.strip())
+                with path.open("rb") as source:
+                    return run(router, source, sink, total, not args.quiet)
+            except OSError as exc:
+                print(f"tierwise score: cannot read {path}: {exc.strerror}", file=sys.stderr)
+                return 1
+        return run(router, sys.stdin.buffer, sink, None, False)
+    finally:
+        if sink is not sys.stdout:
+            sink.close()
 
 
 def score_lines(router: TierRouter, lines: Iterable[bytes]) -> Iterator[tuple[dict[str, Any], str]]:

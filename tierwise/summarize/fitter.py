@@ -14,6 +14,9 @@ Per turn the plan is:
    to an equal share of what the summarizer can read.
 4. If the summarizer fails, times out or answers garbage: leave the uncovered turns out with
    a visible notice, log it, and keep whatever summary there was.
+
+Longer than 400 lines because the plan above is one state machine: its steps share the
+fitting state and read best in order, in one file.
 """
 
 from __future__ import annotations

@@ -16,9 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tierwise.evaluation.data import Row
-from tierwise.evaluation.metrics import LABELS
-from tierwise.evaluation.splits import design
 from tierwise.scoring.heuristic import (
     DIMENSIONS,
     WEIGHTS_FILE,
@@ -26,6 +23,9 @@ from tierwise.scoring.heuristic import (
     LinearHead,
     features,
 )
+from tierwise.training.data import Row
+from tierwise.training.metrics import LABELS
+from tierwise.training.splits import design
 
 # L2 strengths. The closed head's was chosen by subject-grouped 4-fold cross-validation
 # inside the design half (out-of-fold APGR 0.585 at 1e-4 vs 0.569 at 1e-2).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from tierwise.evaluation.data import Row
+from tierwise.training.data import Row
 
 
 def split_key(row: Row) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tierwise.evaluation.metrics import LABELS
+from tierwise.training.metrics import LABELS
 
 
 class DataError(ValueError):

@@ -34,8 +34,8 @@ import numpy as np
 
 from tierwise.cache import budget, keys
 from tierwise.cache.semantic import STATIC_FLOOR, Embedder, StaticEmbedder
-from tierwise.evaluation.data import iter_jsonl
 from tierwise.progress import Progress
+from tierwise.training.data import iter_jsonl
 
 THRESHOLDS = tuple(round(x, 2) for x in np.arange(0.70, 0.991, 0.01))
 BUDGET_FAMILIES = ("qqp-non-duplicate", "mmlu-same-subject", "gsm8k-number-swap")

@@ -13,8 +13,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from tierwise.evaluation.data import DataError, iter_jsonl
-from tierwise.evaluation.metrics import LABELS
+from tierwise.training.data import DataError, iter_jsonl
+from tierwise.training.metrics import LABELS
 
 MMLU_GROUPS = 4  # subjects hashed into this many groups: each is left out whole
 # AlpacaEval models of local size (<= 8B parameters): their mean preference against

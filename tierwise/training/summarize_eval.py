@@ -19,12 +19,12 @@ from typing import Any
 
 from tierwise.bench.stats import percentile
 from tierwise.config import TierwiseConfig
-from tierwise.evaluation.long_chats import TOOLS, LongChat
 from tierwise.progress import Progress
 from tierwise.request import ChatRequest, Scope
 from tierwise.router import TierRouter
 from tierwise.rules import RoutingError
 from tierwise.summarize import Summarizer
+from tierwise.training.long_chats import TOOLS, LongChat
 
 
 @dataclass(frozen=True)

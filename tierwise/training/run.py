@@ -7,18 +7,18 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tierwise.evaluation import baselines, splits
-from tierwise.evaluation.baselines import Scored
-from tierwise.evaluation.data import Row, is_outcome_file, load_rows
-from tierwise.evaluation.metrics import (
+from tierwise.progress import Progress
+from tierwise.request import ChatRequest
+from tierwise.scoring.base import Scorer
+from tierwise.training import baselines, splits
+from tierwise.training.baselines import Scored
+from tierwise.training.data import Row, is_outcome_file, load_rows
+from tierwise.training.metrics import (
     OutcomeCurve,
     label_report,
     outcome_report,
     savings_at_quality,
 )
-from tierwise.progress import Progress
-from tierwise.request import ChatRequest
-from tierwise.scoring.base import Scorer
 
 RANDOM_SEEDS = 10
 Method = Callable[[Sequence[str]], list[Scored]]

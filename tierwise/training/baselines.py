@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tierwise.evaluation.metrics import LABELS
 from tierwise.tokens import default_counter
+from tierwise.training.metrics import LABELS
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Leave-one-source-out cross-validation: the one protocol every scorer choice is made by.
 
-Each source (tierwise/evaluation/sources.py) is held out in turn; whatever is fitted sees
+Each source (tierwise/training/sources.py) is held out in turn; whatever is fitted sees
 only the others, as the project's unseen checks will. A source is judged on its own:
 outcome sources by AUROC of "the strong model was needed" and APGR, label families by
 AUROC of HIGH and 3-class accuracy. The summary is the mean and the worst source.
@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from tierwise.evaluation.baselines import Scored, best_cuts, random_baseline
-from tierwise.evaluation.metrics import LABELS, auroc, outcome_report
-from tierwise.evaluation.sources import Example
 from tierwise.progress import Progress
 from tierwise.scoring.heuristic import features
 from tierwise.scoring.learned import TextEncoder, input_vector, log_length
+from tierwise.training.baselines import Scored, best_cuts, random_baseline
+from tierwise.training.metrics import LABELS, auroc, outcome_report
+from tierwise.training.sources import Example
 
 FEATURE_VERSION = 1  # bump when input_vector changes: cached vectors are then ignored
 RANDOM_SEEDS = 10

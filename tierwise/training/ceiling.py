@@ -1,6 +1,6 @@
 """How far routing quality can go on the data shipped: the measurements behind the floors.
 
-Four upper bounds, each next to the leave-one-source-out figure (tierwise/evaluation/cv.py):
+Four upper bounds, each next to the leave-one-source-out figure (tierwise/training/cv.py):
 
 - in-source: the same head and inputs fitted by k-fold *inside* each source (or its whole
   benchmark), so a held-out row's source is known to the fit, with the grid point best for
@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from tierwise.evaluation.cv import Pool, summarize
-from tierwise.evaluation.data import iter_jsonl
-from tierwise.evaluation.metrics import auroc, outcome_report
-from tierwise.evaluation.sources import SMALL_MODELS, mmlu_group
-from tierwise.scoring import fit_learned
+from tierwise.training import fit_learned
+from tierwise.training.cv import Pool, summarize
+from tierwise.training.data import iter_jsonl
+from tierwise.training.metrics import auroc, outcome_report
+from tierwise.training.sources import SMALL_MODELS, mmlu_group
 
 FOLDS = 5
 WEAK_MODEL = SMALL_MODELS[0]  # the 1B model whose >= 0.5 preference is the `weak` flag

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from tierwise.evaluation.metrics import OutcomeCurve
+from tierwise.training.metrics import OutcomeCurve
 
 # tierwise's own lines are drawn solid and on top; baselines dashed.
 _OURS_PREFIX = "tierwise"

@@ -1,13 +1,13 @@
 """Train the learned scorer (numpy only, deterministic); every choice by leave-one-source-out CV.
 
-The head is a weighted ridge regression of each row's need (tierwise/evaluation/sources.py)
+The head is a weighted ridge regression of each row's need (tierwise/training/sources.py)
 on its input vector. Sources weigh the same whatever their size (9,871 MMLU rows must not
 drown 47 Vicuna prompts); label families weigh LABEL_WEIGHT as much as an outcome source.
 Inputs and targets are centred within each source before fitting (a fixed-effects fit), so
 the head explains differences *inside* a source: the only thing a held-out family rewards.
 
 The ridge strength, the label weight and the length weight are chosen on the grid below by
-the mean over sources of the held-out AUROC plus APGR (tierwise/evaluation/cv.py); the band
+the mean over sources of the held-out AUROC plus APGR (tierwise/training/cv.py); the band
 cut points maximize label accuracy on the training rows of BAND_POLICY's family (on every
 training label row when that family is held out).
 """
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from tierwise.evaluation.baselines import best_cuts
-from tierwise.evaluation.cv import Pool, fold_scores, summarize
 from tierwise.scoring.learned import ARTIFACT, LearnedModel, Standardized, Zscore
+from tierwise.training.baselines import best_cuts
+from tierwise.training.cv import Pool, fold_scores, summarize
 
 L2_GRID = (0.1, 1.0)
 LABEL_WEIGHT_GRID = (0.3, 1.0)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from tierwise.config import TierwiseConfig
-from tierwise.evaluation.metrics import outcome_curve
+from tierwise.training.metrics import outcome_curve
 
 
 class CalibrationError(ValueError):

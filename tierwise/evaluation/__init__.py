@@ -1,1 +1,0 @@
-"""Evaluation: metrics, baselines and data splits for routing quality."""
