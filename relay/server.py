@@ -2,7 +2,9 @@
 
 Both sides connect outbound to this process, so neither needs an open inbound port. Each
 connection's bearer token is checked before the upgrade (wrong or expired: HTTP 401), and
-the same port answers /health and /metrics over plain HTTP.
+the same port answers /health and /metrics over plain HTTP. Longer than 400 lines because
+the guarantees below live in one class whose producer and consumer handlers share each
+channel's state and timers; they are read (and checked) side by side.
 
 Guarantees, per channel:
 - nothing is dropped: a full buffer pauses the producer (it stops being read, so TCP pushes

@@ -4,7 +4,8 @@ This file is shipped as *source* to the Globus Compute endpoint (registered with
 `register_source_code(source, "run_worker")`), so the GPU node needs no tierwise install:
 it uses only the standard library, plus the `websockets` package for the relay link. Without
 `websockets`, or when the relay cannot be reached, it still generates and returns every
-event in its result, which the proxy uses as the batch fallback.
+event in its result, which the proxy uses as the batch fallback. Longer than 400 lines because
+it is shipped as source: the endpoint gets this one file, so it must stand alone.
 
 The result is a dict: ``events`` (every message, in sequence order, exactly as sent to the
 relay), ``cancelled``, ``relayed`` (the relay took every event) and ``worker`` (host, pid).

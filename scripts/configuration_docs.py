@@ -18,7 +18,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network for 
 
 from litellm_plugin.settings import PluginSettings
 from openwebui_pipe.auto_router import Pipe
-from relay.provider import HpcSettings
+from relay.hpc_settings import HpcSettings
 from tierwise.config import TierwiseConfig
 from tierwise.config_docs import Section, render_page
 

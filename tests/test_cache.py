@@ -17,7 +17,8 @@ import pytest
 from tests.servers import Service, start_redis
 from tierwise.cache import SemanticCache, cache_encoder
 from tierwise.cache.budget import content_words
-from tierwise.cache.semantic import VECTOR_MEMO, Embedder
+from tierwise.cache.embedders import Embedder
+from tierwise.cache.semantic import VECTOR_MEMO
 from tierwise.config import CacheConfig, load_config
 from tierwise.request import ChatRequest, Scope
 

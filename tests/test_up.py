@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from litellm_plugin.up import plan_tiers, proxy_config, tierwise_section
-from relay.provider import HpcSettings
+from relay.hpc_settings import HpcSettings
 from tests.servers import free_port, run_headless, stand_in_env
 
 REPO = Path(__file__).resolve().parent.parent

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from tierwise.bench.stats import summary_ms
-from tierwise.cache.semantic import VECTOR_MEMO, Embedder, SemanticCache
+from tierwise.cache.embedders import Embedder
+from tierwise.cache.semantic import VECTOR_MEMO, SemanticCache
 from tierwise.config import CacheConfig
 from tierwise.progress import Progress
 from tierwise.request import ChatRequest

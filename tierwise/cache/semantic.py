@@ -25,18 +25,19 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from tierwise.cache import keys
 from tierwise.cache.budget import Thresholds, content_words
+from tierwise.cache.embedders import STATIC_FLOOR, Embedder, StaticEmbedder
 from tierwise.cache.index import VectorIndex
 from tierwise.cache.store import DiskStore, Entry, RedisStore, Store, StoreError
-from tierwise.config import CacheConfig, TierwiseConfig
+from tierwise.config import CacheConfig
 from tierwise.request import ChatRequest
 from tierwise.static_encoder import StaticEncoderUnavailable, shared_static_encoder
 
@@ -45,29 +46,6 @@ VECTOR_MEMO = "cache_vector"
 
 log = logging.getLogger(__name__)
 EXPIRY_SWEEP_EVERY = 1024  # puts between sweeps for expired entries
-# Static cosine a stored neighbour needs before the question is embedded with MiniLM. On
-# the design half of every eval-cache family, 99.5% of the pairs the cosine thresholds
-# (budget 0.02) serve have a static cosine of 0.645 or more; eval-cache reports the
-# held-out share the gate keeps (README: Semantic cache, "Static gate").
-STATIC_FLOOR = 0.64
-
-
-class Embedder(Protocol):
-    """What the cache needs from an encoder (tierwise.encoder.Encoder is one)."""
-
-    max_tokens: int
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
-
-    def token_count(self, text: str, limit: int = 512) -> int: ...
-
-    def covers(self, text: str) -> bool: ...
-
-
-class StaticEmbedder(Protocol):
-    """The gate's encoder (tierwise.static_encoder.StaticEncoder is one)."""
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 def default_directory() -> Path:
@@ -390,18 +368,3 @@ class SemanticCache:
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
-
-
-def cache_encoder(config: TierwiseConfig) -> Embedder | None:
-    """The encoder the cache matches with: the configured one, with the cache's window.
-
-    Without one (no onnxruntime or weights) the cache still answers exact repeats.
-    """
-    from tierwise.encoder import EncoderUnavailable, shared_encoder
-
-    window = config.encoder.model_copy(update={"max_tokens": config.cache.window_tokens})
-    try:
-        return shared_encoder(window)
-    except EncoderUnavailable as exc:
-        log.warning("semantic cache without an encoder (%s): exact repeats only", exc)
-        return None

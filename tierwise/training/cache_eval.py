@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from tierwise.cache import budget, keys
-from tierwise.cache.semantic import STATIC_FLOOR, Embedder, StaticEmbedder
+from tierwise.cache.embedders import STATIC_FLOOR, Embedder, StaticEmbedder
 from tierwise.progress import Progress
 from tierwise.training.data import iter_jsonl
 
