@@ -30,6 +30,45 @@ when this page is older than the code, so every key here exists and every key th
 is here. Unknown keys and bad values are refused at start with a message naming the key,
 the value and what is allowed (exit code 2 for the CLI; the proxy does not start)."""
 
+EXAMPLE = """\
+tiers:                      # at least one; names and orders unique
+  - name: local             # letters, digits, _ - . (<= 64)
+    order: 0                # 0 = cheapest; higher = stronger
+    models: [ollama-llama3] # the host's model names for this tier
+    price: {input_per_mtok: 0.0, output_per_mtok: 0.0}   # USD per 1M tokens
+    context_window: 8192
+    output_reserve: 1024    # tokens kept free for the answer
+    capabilities: [tools]   # any of: vision, tools, json
+    min_score: 0.0          # lowest score this tier is chosen for (default: evenly spaced)
+    vram:                   # optional: skip when the GPU is too full
+      source: nvml          # nvml (local card) or vllm (metrics_url required)
+      device: 0
+      min_free_gb: 4
+      # metrics_url: http://gpu-node:8000/metrics
+      # max_kv_cache_usage: 0.95
+      # max_waiting: 8
+    sla:                    # optional: skip when slow, probe to recover
+      max_ttft_ms: 1500
+      seed_ms: 500          # assumed EMA before any observation (default: half the SLA)
+      alpha: 0.2
+      probe_every: 20
+  - name: cloud
+    order: 2
+    models: [claude-sonnet]
+    price: {input_per_mtok: 3.0, output_per_mtok: 15.0}
+    context_window: 200000
+    capabilities: [vision, tools, json]
+    min_score: 0.6667
+scoring:
+  method: auto              # auto | heuristic | learned | cascade
+  bands: {medium: 0.3333, high: 0.6667}
+rules:
+  order: [capability, context, complexity, vram, sla, health, custom]
+  context_margin: 0.05      # share of each window kept spare for tokenizer differences
+  health: {max_failures: 3, cooldown_s: 30}
+  custom: ["mypackage.rules:prefer_local_at_night"]
+"""
+
 SECTIONS = (
     Section(
         "The tierwise configuration",
@@ -61,7 +100,8 @@ SECTIONS = (
 
 
 def render() -> str:
-    return render_page("Configuration reference", INTRO, SECTIONS)
+    example = f"An annotated example (a test checks it loads):\n\n```yaml\n{EXAMPLE}```"
+    return render_page("Configuration reference", f"{INTRO}\n\n{example}", SECTIONS)
 
 
 def main() -> int:

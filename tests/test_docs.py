@@ -74,3 +74,12 @@ def test_progress_redraws_only_on_a_terminal(
     else:
         assert "\r" not in text
         assert 2 <= text.count("\n") <= 4  # a line per ten seconds, then the last one
+
+
+def test_the_configuration_example_loads() -> None:
+    import yaml
+
+    from tierwise.config import load_config
+
+    config = load_config(yaml.safe_load(generator().EXAMPLE))
+    assert [t.name for t in config.ranked_tiers] == ["local", "cloud"]
