@@ -9,7 +9,7 @@ description: Model `auto`: each chat goes to the cheapest tier (local, HPC, clou
 # The Open WebUI Pipe users paste into Admin -> Functions (id `auto`), or that
 # `tierwise openwebui install --url ... --token ...` installs. It is deliberately thin: the
 # valves, and a Pipe that hands each call to openwebui_pipe.engine. The `tierwise` package
-# must be installed in Open WebUI's Python environment (README: Open WebUI -> Install); no
+# must be installed in Open WebUI's Python environment (docs/openwebui.md, Install); no
 # `requirements:` line, because tierwise is not a registry package. Open WebUI's loader
 # rewrites a few import spellings in function files, so this file never uses them
 # (tests/test_openwebui_pipe.py checks).

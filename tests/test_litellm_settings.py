@@ -87,7 +87,7 @@ def test_bad_config_names_the_key(proxy_config: dict[str, Any], message: str) ->
 
 def test_the_readme_five_line_snippet_is_valid() -> None:
     readme = (EXAMPLE.parent.parent / "README.md").read_text()
-    section = readme.split("## LiteLLM proxy: add `auto` to your config", 1)[1]
+    section = readme.split("## LiteLLM proxy", 1)[1]
     snippet = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     added = [line for line in snippet.splitlines() if not line.startswith("model_list:")]
     assert len(added) <= 5

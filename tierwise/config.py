@@ -292,7 +292,7 @@ class CacheConfig(StrictModel):
         le=1,
         description="error budget: the share of look-alike questions (same topic, another "
         "question) the cache may answer; the cosine thresholds per question length follow "
-        "from the curves eval-cache measured (README: Semantic cache)",
+        "from the curves eval-cache measured (docs/cache.md)",
     )
     ttl_s: float = Field(86400.0, gt=0, description="seconds an answer stays servable")
     max_entries: int = Field(100_000, ge=1, description="oldest entries are evicted past this")

@@ -6,7 +6,7 @@ located, never imported (importing it would pull its optional torch paths), and 
 fetched at run time. There is no attention, so cost is one tokenizer pass plus a gather.
 
 The learned scorer reads these vectors because leave-one-source-out CV found them as good
-as MiniLM's for predicting routing outcomes at a tenth of the cost (README, "Quality").
+as MiniLM's for predicting routing outcomes at a tenth of the cost (docs/routing-quality.md).
 """
 
 from __future__ import annotations

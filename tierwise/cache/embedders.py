@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 # Static cosine a stored neighbour needs before the question is embedded with MiniLM. On
 # the design half of every eval-cache family, 99.5% of the pairs the cosine thresholds
 # (budget 0.02) serve have a static cosine of 0.645 or more; eval-cache reports the
-# held-out share the gate keeps (README: Semantic cache, "Static gate").
+# held-out share the gate keeps (docs/cache.md, "Static gate").
 STATIC_FLOOR = 0.64
 
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 # Host packages and the ranges tierwise is tested with.
 HOST_PACKAGES = (
     ("litellm", "1.103.5 - 1.104.x", "pip install 'tierwise[litellm]'"),
-    ("open-webui", "0.12.x", "install Open WebUI itself (see README)"),
+    ("open-webui", "0.12.x", "install Open WebUI itself (docs/openwebui.md)"),
     ("globus-compute-sdk", "4.16 - 4.17", "pip install 'tierwise[hpc]'"),
     ("websockets", "13 - 15", "pip install 'tierwise[hpc]'"),
     ("onnxruntime", "1.20 - 1.32", "pip install 'tierwise[learned]'"),

@@ -35,7 +35,7 @@ def register(sub: Subparsers) -> None:
     install.add_argument(
         "--builtin-tools",
         action="store_true",
-        help="keep Open WebUI's built-in tools on for 'auto' (default: off, see the README)",
+        help="keep Open WebUI's built-in tools on for 'auto' (default: off, see docs/openwebui.md)",
     )
     install.set_defaults(handler=cmd_install)
 

@@ -8,8 +8,8 @@ key per-install corrections (the feedback loop) can be grouped by.
 
 Cost: one lowercase pass and set look-ups, like the heuristic's dimensions. Nothing here is
 fitted, and the learned head does not read these marks: leave-one-source-out CV found they
-add nothing to the static embedding (mean AUROC 0.638 with them, 0.637 without; README,
-"Quality").
+add nothing to the static embedding (mean AUROC 0.638 with them, 0.637 without;
+docs/routing-quality.md).
 """
 
 from __future__ import annotations

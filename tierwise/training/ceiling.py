@@ -187,7 +187,7 @@ def ceiling_report(
 
 
 def format_ceiling(report: dict[str, Any]) -> str:
-    """The report as the three small tables the README quotes."""
+    """The report as the three small tables docs/routing-quality.md quotes."""
     columns = ("leave_one_source_out", "in_source", "in_family")
     lines = [
         f"{'source':<22}{'held out':>16}{'in-source':>16}{'in-family':>16}"
