@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tierwise.commands import adapt as adapt_command
 from tierwise.config import ConfigError, TierwiseConfig, load_config
 from tierwise.request import ChatRequest, RequestError
 from tierwise.router import TierRouter
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--quiet", action="store_true", help="no progress bar")
     score.set_defaults(handler=cmd_score)
 
+    adapt_command.add_parser(sub)
     doctor = sub.add_parser("doctor", help="check config, GPU, tokenizer and host packages")
     doctor.set_defaults(handler=cmd_doctor)
 
@@ -230,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_score.add_argument("--json", type=Path, help="write the figures here too")
     bench_score.set_defaults(handler=cmd_bench_score)
 
+    adapt_command.add_bench_parser(bench_sub, SHARED_DATA)
     blog = bench_sub.add_parser(
         "log", help="per-request cost of logging, and dashboard load time on a large log"
     )

@@ -37,7 +37,17 @@ class Decision:
             "needs_fit": self.needs_fit,
             "prompt_tokens": self.prompt_tokens,
             "decided_in_ms": round(self.decided_in_ms, 3),
+            **({"adapt": self.adapt_trace} if self.adapt_trace else {}),
         }
+
+    @property
+    def adapt_trace(self) -> dict[str, Any]:
+        """What the feedback loop logs: the scorer's own score, the question's sketch (hex),
+        the adaptation version and whether this was an exploration (empty when adapt is off)."""
+        trace = self.notes.get("adapt")
+        if not isinstance(trace, Mapping):
+            return {}
+        return {**trace, "explored": bool(self.notes.get("explored"))}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Decision:
@@ -54,6 +64,7 @@ class Decision:
             probe=bool(data.get("probe")),
             prompt_tokens=data.get("prompt_tokens"),
             decided_in_ms=float(data.get("decided_in_ms") or 0.0),
+            notes=_notes_of(data.get("adapt")),
         )
 
     def short_reason(self) -> str:
@@ -67,3 +78,10 @@ class Decision:
         if self.fallback_chain:
             lines.append(f"   if {self.tier} fails: {' -> '.join(self.fallback_chain)}")
         return "\n".join(lines)
+
+
+def _notes_of(trace: Any) -> dict[str, Any]:
+    """The notes from_dict() restores: the feedback loop's trace, when one travelled."""
+    if not isinstance(trace, Mapping):
+        return {}
+    return {"adapt": dict(trace), "explored": bool(trace.get("explored"))}
