@@ -25,7 +25,7 @@ from typing import Any
 from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 
-from litellm_plugin import attempts
+from litellm_plugin import attempts, feedback
 from litellm_plugin import cache as answer_cache
 from litellm_plugin.context import is_internal
 from litellm_plugin.engine import (
@@ -219,6 +219,7 @@ class TierwiseHandler(CustomLogger):
                 tokens_out=int(payload.get("completion_tokens") or 0),
                 cache_hit=cache_hit,
                 cost_usd=payload.get("response_cost"),
+                request_id=feedback.response_id(response_obj),
             )
         except Exception:
             log.exception("tierwise: recording a success failed (ignored)")
@@ -322,6 +323,7 @@ def proxy_handler() -> TierwiseHandler:
         state = dict(proxy_server.proxy_config.get_config_state())
         _handler = TierwiseHandler.from_proxy_config(state, where)
         engine = _handler.engine
+        feedback.install(engine)
         tiers = ", ".join(t.name for t in engine.setup.config.ranked_tiers)
         # A start-up line in the proxy's own output: what is routed, over what, scored how.
         print(
