@@ -247,3 +247,41 @@ def test_tierwise_adapt_adopts_from_logged_outcomes(tmp_path: Path) -> None:
     assert done.outcomes == 200
     assert done.result.adopted, done.result.why
     assert done.version == 1 and store_for(config).current_version() == 1
+
+
+def test_status_and_the_dashboard_panel_show_outcomes_version_and_rollback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import httpx
+
+    from tierwise.cli import main
+    from tierwise.dashboard.server import DashboardServer
+
+    config = adapt_config(tmp_path)
+    router = TierRouter(load_config(config))
+    scope = Scope(user="u")
+    logged(router, "What is the capital of France?", "chatcmpl-9", scope)
+    conn = open_log(tmp_path / "log.db")
+    record_outcome(conn, "chatcmpl-9", scope.key(), 1.0, "rating")
+    conn.close()
+    store = store_for(load_config(config))
+    version = refit(identity(THRESHOLDS), drifted(600, 8), [], THRESHOLDS).candidate
+    assert version is not None
+    store.adopt(version)
+    server = DashboardServer(tmp_path / "log.db", ("local", "hpc", "cloud"), port=0).start()
+    try:
+        panel = httpx.get(server.url + "api/adapt", timeout=30).json()
+    finally:
+        server.stop()
+    assert panel["outcomes"] == 1 and panel["by_source"] == {"rating": 1}
+    assert panel["version"] == 1 and panel["gain"] == round(version.gain, 4)
+    assert panel["rollback"] == "tierwise adapt --rollback"
+    path = tmp_path / "tierwise.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(config))
+    assert main(["--config", str(path), "adapt", "--status"]) == 0
+    assert "in service: version 1" in capsys.readouterr().out
+    assert main(["--config", str(path), "adapt", "--rollback"]) == 0
+    assert "none" in capsys.readouterr().out and store.current() is None
+    assert main(["--config", str(path), "adapt", "--rollback"]) == 1

@@ -36,8 +36,9 @@ def add_bench_parser(bench_sub: Any, data: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tierwise.adapt.outcomes import counts, open_log
+    from tierwise.adapt.outcomes import open_log
     from tierwise.adapt.refresh import refresh
+    from tierwise.adapt.status import adapt_status, format_status
     from tierwise.adapt.store import log_path, store_for
 
     config = load_config(args.config)
@@ -53,18 +54,9 @@ def run(args: argparse.Namespace) -> int:
     if args.status:
         conn = open_log(log_path(config))
         try:
-            received = counts(conn)
+            print(format_status(adapt_status(conn, store)))
         finally:
             conn.close()
-        current = store.current()
-        print(f"versions in {store.dir}: {store.versions() or 'none'}")
-        print(f"in service: {current.version if current else 'none (the scorer as it is)'}")
-        if current is not None:
-            print(
-                f"  fitted on {current.outcomes} outcomes; held-back AUROC gain "
-                f"{current.gain:+.4f} on {current.held_back}"
-            )
-        print(f"outcomes received: {sum(received.values())} {received or ''}".rstrip())
         return 0
     done = refresh(config)
     print(f"{done.outcomes} usable outcomes; {done.result.why}")
