@@ -53,7 +53,7 @@ def test_nothing_moves_before_the_minimum_number_of_outcomes() -> None:
     examples = drifted(50, 0)
     result = refit(identity(THRESHOLDS), examples, recent(examples), THRESHOLDS)
     assert not result.adopted and result.candidate is None
-    assert "before 100" in result.why
+    assert "before 200" in result.why
 
 
 def test_a_learnable_pattern_is_adopted_and_orders_the_topics() -> None:

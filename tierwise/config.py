@@ -330,7 +330,12 @@ class AdaptConfig(StrictModel):
     dir: str | None = Field(
         None, description="where versions live (default: adapt/ beside the decision log)"
     )
-    min_outcomes: int = Field(100, ge=10, description="nothing moves before this many outcomes")
+    min_outcomes: int = Field(
+        200,
+        ge=10,
+        description="nothing moves before this many outcomes (200: below it the held-back "
+        "slice is too small to judge a version; chosen in bench adapt --org mmlu-design)",
+    )
     held_back_share: float = Field(
         0.2, gt=0, lt=0.5, description="most recent outcomes a new version is judged on"
     )
