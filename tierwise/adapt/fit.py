@@ -2,9 +2,9 @@
 
 Guards, in order: enough outcomes before anything moves; a held-back slice of the most
 recent outcomes that the fit never sees; a bounded step from the current weights; and the
-rule that a new version is adopted only when it ranks the held-back slice's outcomes (AUROC
-of "the answer was good", each head on its own tier's ratings) at least as well as the
-current one. Pure: the caller reads the outcomes and writes the version.
+rule that a new version is adopted only when the order it routes by ranks the held-back
+slice's outcomes (see _held_auroc) at least as well as the current one. Pure: the caller
+reads the outcomes and writes the version.
 """
 
 from __future__ import annotations
@@ -149,14 +149,15 @@ def _head(
 
 
 def _held_auroc(version: Adaptation, held: Sequence[Example]) -> float:
-    """AUROC of "good" over the held-back ratings, each scored by its own tier's head
-    (weighted by how many ratings each head has)."""
+    """How well need() (what routing reads) orders the held-back ratings, within each tier:
+    a cheaper tier's failures should rank above its successes (they needed the top tier),
+    and the top tier's successes above its failures (there, going up paid off). The two
+    AUROCs are weighted by how many ratings each has."""
     total, weight = 0.0, 0
     for is_top in (False, True):
         part = [e for e in held if e.top == is_top]
-        value = auroc(
-            [version.good(e.score, e.sketch, e.top) for e in part], [e.good for e in part]
-        )
+        needed = [e.good if is_top else not e.good for e in part]
+        value = auroc([version.need(e.score, e.sketch) for e in part], needed)
         if not math.isnan(value):
             total += value * len(part)
             weight += len(part)
