@@ -67,18 +67,28 @@ def identity(thresholds: Sequence[float]) -> Adaptation:
 def fit_logistic(
     x: np.ndarray, y: np.ndarray, start: np.ndarray, l2: float, steps: int = 25
 ) -> np.ndarray:
-    """Newton steps on the L2-penalized log-loss; bias and score weight are not penalized."""
+    """Newton steps on the L2-penalized log-loss over the bias and the sketch weights.
+
+    The weight on the scorer's own score stays where it starts: each head sees only its own
+    tier's ratings (the top tier's are all high scores), and a free slope fitted there
+    extrapolates badly to the rest of the range. The sketch weights are pulled toward zero.
+    """
     w = start.astype(np.float64).copy()
-    penalty = np.full(x.shape[1], l2)
-    penalty[:2] = 1e-6
+    free = np.r_[0, 2 : x.shape[1]]
+    offset = x[:, 1] * w[1]
+    xf = x[:, free]
+    wf = w[free]
+    penalty = np.full(len(free), l2)
+    penalty[0] = 1e-6
     for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -40, 40)))
-        grad = x.T @ (p - y) + penalty * w
-        hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(penalty)
+        p = 1.0 / (1.0 + np.exp(-np.clip(xf @ wf + offset, -40, 40)))
+        grad = xf.T @ (p - y) + penalty * wf
+        hess = (xf * (p * (1 - p))[:, None]).T @ xf + np.diag(penalty)
         delta = np.linalg.solve(hess, grad)
-        w -= delta
+        wf -= delta
         if float(np.max(np.abs(delta))) < 1e-6:
             break
+    w[free] = wf
     return w
 
 
