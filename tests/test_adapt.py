@@ -262,6 +262,9 @@ def test_tierwise_adapt_adopts_from_logged_outcomes(tmp_path: Path) -> None:
     assert done.outcomes == 200
     assert done.result.adopted, done.result.why
     assert done.version == 1 and store_for(config).current_version() == 1
+    again = refresh(config)  # e.g. the next hourly run, with no new outcomes
+    assert again.version == 1 and "no new outcomes" in again.result.why
+    assert store_for(config).versions() == [1]
 
 
 def test_status_and_the_dashboard_panel_show_outcomes_version_and_rollback(
@@ -300,3 +303,9 @@ def test_status_and_the_dashboard_panel_show_outcomes_version_and_rollback(
     assert main(["--config", str(path), "adapt", "--rollback"]) == 0
     assert "none" in capsys.readouterr().out and store.current() is None
     assert main(["--config", str(path), "adapt", "--rollback"]) == 1
+    # Without a decision log there is nothing to learn from, and it says where it looked.
+    config["telemetry"]["path"] = str(tmp_path / "absent" / "log.db")
+    path.write_text(yaml.safe_dump(config))
+    assert main(["--config", str(path), "adapt"]) == 1
+    assert "no decision log" in capsys.readouterr().err
+    assert not (tmp_path / "absent").exists()

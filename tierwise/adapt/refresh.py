@@ -40,6 +40,9 @@ def refresh(config: TierwiseConfig) -> Refresh:
     finally:
         conn.close()
     current = store.current() or identity(thresholds)
+    if current.version and len(examples) <= current.outcomes + current.held_back:
+        why = f"no new outcomes since version {current.version}; nothing refitted"
+        return Refresh(FitResult(False, why, None), current.version, len(examples))
     result = refit(current, examples, recent, thresholds, settings_of(config))
     version = store.current_version()
     if result.adopted and result.candidate is not None:

@@ -51,6 +51,13 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"rolled back: version {version or 'none (the scorer as it is)'} is in service")
         return 0
+    if not log_path(config).is_file():
+        print(
+            f"tierwise adapt: no decision log at {log_path(config)}: outcomes live there; turn "
+            "on `telemetry: {log: true}` (and `adapt: {enabled: true}`) in the config",
+            file=sys.stderr,
+        )
+        return 1
     if args.status:
         conn = open_log(log_path(config))
         try:
