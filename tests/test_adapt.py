@@ -18,7 +18,7 @@ from tierwise.adapt.outcomes import OutcomeError, open_log, record_outcome, trai
 from tierwise.adapt.refresh import refresh
 from tierwise.adapt.store import AdaptStore, store_for
 from tierwise.config import load_config
-from tierwise.request import ChatRequest, Scope
+from tierwise.request import ChatRequest, Message, Scope
 from tierwise.router import TierRouter
 from tierwise.telemetry import Telemetry
 
@@ -216,19 +216,7 @@ def test_exploration_says_so_and_stays_among_the_tiers_left(tmp_path: Path) -> N
     assert decision.tier != "local" and any(r.startswith("exploration:") for r in decision.reasons)
     assert decision.notes["explored"] is True
     # A request only the cloud tier can take (an image) is not explored anywhere.
-    image = ChatRequest.from_openai(
-        {
-            "messages": [
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "text", "text": "What is in this picture?"},
-                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},
-                    ],
-                }
-            ]
-        }
-    )
+    image = ChatRequest(messages=(Message(role="user", text="What is this?", images=1),))
     seen = router.decide(image)
     assert seen.tier == "cloud" and not any("exploration" in r for r in seen.reasons)
     off = TierRouter(load_config(adapt_config(tmp_path, explore=0.0)))
