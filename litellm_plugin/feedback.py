@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 
 from litellm_plugin.engine import Engine
 from tierwise.adapt.outcomes import OutcomeError, open_log, record_outcome
+from tierwise.adapt.scorer import ADAPT_NOTE
 from tierwise.adapt.store import log_path
 from tierwise.request import Scope
 
@@ -34,6 +35,13 @@ def response_id(response_obj: Any) -> str:
     if value is None and isinstance(response_obj, dict):
         value = response_obj.get("id")
     return value if isinstance(value, str) else ""
+
+
+def sketch_of_call(engine: Engine, kwargs: dict[str, Any]) -> str | None:
+    """The question's sketch (hex) kept in this process for the call, not in its metadata."""
+    trace = engine.memo_of(kwargs.get("litellm_call_id")).get(ADAPT_NOTE)
+    sketch = trace.get("sketch") if isinstance(trace, dict) else None
+    return sketch if isinstance(sketch, str) else None
 
 
 def install(engine: Engine) -> None:

@@ -37,6 +37,7 @@ from litellm_plugin.engine import (
 from litellm_plugin.loop_lag import LoopLag
 from litellm_plugin.settings import TIER_KEY, setup_from_proxy_config
 from litellm_plugin.steps import Attempt, ProxyCall
+from tierwise.adapt.scorer import ADAPT_NOTE
 from tierwise.faults import Fault, caller_of
 from tierwise.request import RequestError
 from tierwise.rules import RoutingError
@@ -104,6 +105,7 @@ class TierwiseHandler(CustomLogger):
         engine.attach(metadata, record)
         if engine.cache is not None:
             answer_cache.install(engine, engine.cache)
+        if engine.cache is not None or ADAPT_NOTE in request.memo:
             engine.remember_memo(data.get("litellm_call_id"), request.memo)
         self._ensure_retries(data, record)
         return data
@@ -220,6 +222,7 @@ class TierwiseHandler(CustomLogger):
                 cache_hit=cache_hit,
                 cost_usd=payload.get("response_cost"),
                 request_id=feedback.response_id(response_obj),
+                sketch=feedback.sketch_of_call(self.engine, kwargs),
             )
         except Exception:
             log.exception("tierwise: recording a success failed (ignored)")

@@ -127,3 +127,14 @@ def _outcomes(db: Path) -> int:
         return int(conn.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0])
     finally:
         conn.close()
+
+
+def test_the_sketch_stays_out_of_the_spend_logs_metadata() -> None:
+    from litellm_plugin.engine import Engine
+    from tierwise.decision import Decision
+
+    trace = {"raw": 0.2, "sketch": "00" * 256, "version": 3}
+    decision = Decision("local", ("m",), 0.3, "LOW", (), (), notes={"adapt": trace})
+    record = Engine.record_of(decision)
+    assert record["adapt"] == {"raw": 0.2, "version": 3, "explored": False}
+    assert "00" * 256 not in json.dumps(record)
