@@ -93,6 +93,9 @@ class Engine:
         if record is None:
             return
         decision = Decision.from_dict(record)
+        sketch = measured.pop("sketch", None)
+        if sketch and isinstance(decision.notes.get("adapt"), dict):
+            decision.notes["adapt"]["sketch"] = sketch
         served = measured.pop("tier", None) or (record.get("attempts") or [decision.tier])[-1]
         self.telemetry.request(
             decision,
@@ -187,6 +190,9 @@ class Engine:
         record["fail_open"] = fail_open
         record["attempts"] = []  # tiers handed to LiteLLM, in order; the last one served
         record["caller"] = caller  # faults.caller_of(scope): a hash, for the health breaker
+        trace = record.get("adapt")
+        if isinstance(trace, dict):  # the sketch stays in this process (engine memo), not in
+            record["adapt"] = {k: v for k, v in trace.items() if k != "sketch"}  # spend logs
         return record
 
     def attach(self, metadata: dict[str, Any], record: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 
-from litellm_plugin import attempts
+from litellm_plugin import attempts, feedback
 from litellm_plugin import cache as answer_cache
 from litellm_plugin.context import is_internal
 from litellm_plugin.engine import (
@@ -38,6 +38,7 @@ from litellm_plugin.engine import (
 from litellm_plugin.loop_lag import LoopLag
 from litellm_plugin.settings import TIER_KEY, setup_from_proxy_config
 from litellm_plugin.steps import Attempt, ProxyCall
+from tierwise.adapt.scorer import ADAPT_NOTE
 from tierwise.faults import Fault, caller_of
 from tierwise.request import RequestError
 from tierwise.rules import RoutingError
@@ -105,6 +106,7 @@ class TierwiseHandler(CustomLogger):
         engine.attach(metadata, record)
         if engine.cache is not None:
             answer_cache.install(engine, engine.cache)
+        if engine.cache is not None or ADAPT_NOTE in request.memo:
             engine.remember_memo(data.get("litellm_call_id"), request.memo)
         self._ensure_retries(data, record)
         return data
@@ -234,6 +236,8 @@ class TierwiseHandler(CustomLogger):
                 tokens_out=int(payload.get("completion_tokens") or 0),
                 cache_hit=cache_hit,
                 cost_usd=payload.get("response_cost"),
+                request_id=feedback.response_id(response_obj),
+                sketch=feedback.sketch_of_call(self.engine, kwargs),
             )
         except Exception:
             log.exception("tierwise: recording a success failed (ignored)")
@@ -354,6 +358,7 @@ def proxy_handler() -> TierwiseHandler:
         state = dict(proxy_server.proxy_config.get_config_state())
         _handler = TierwiseHandler.from_proxy_config(state, where)
         engine = _handler.engine
+        feedback.install(engine)
         tiers = ", ".join(t.name for t in engine.setup.config.ranked_tiers)
         # A start-up line in the proxy's own output: what is routed, over what, scored how.
         print(

@@ -99,6 +99,7 @@ def _check_page(server: DashboardServer, db: Path, shot: Path) -> None:
               stream: document.querySelectorAll('#stream tbody tr').length,
               spend: document.querySelectorAll('#spend polyline').length,
               width: document.documentElement.scrollWidth,
+              adapt: text('adapt'),
             };
             """
         )
@@ -108,6 +109,7 @@ def _check_page(server: DashboardServer, db: Path, shot: Path) -> None:
         assert page["tiers"] == 4 and page["bars"] > 50 and page["reasons"] >= 5
         assert page["stream"] == 40 and page["spend"] == 2
         assert page["width"] <= 1440  # nothing spills sideways
+        assert "outcomes received" in page["adapt"] and "tierwise adapt --rollback" in page["adapt"]
         # The live stream picks up a row written after the page loaded.
         first = b.run("return document.querySelector('#stream tbody tr').dataset.id")
         write_demo_log(db, rows=1, seed=99)

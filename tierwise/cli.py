@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from tierwise.commands import (
+    adapt,
     bench,
     calibrate,
     doctor,
@@ -26,7 +27,7 @@ from tierwise.commands import (
 from tierwise.commands.common import EXIT_CONFIG
 from tierwise.config import ConfigError
 
-COMMANDS = (route, score, doctor, up, evaluate, calibrate, bench, openwebui, observe, train)
+COMMANDS = (route, score, adapt, doctor, up, evaluate, calibrate, bench, openwebui, observe, train)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -341,6 +341,40 @@ class TelemetryConfig(StrictModel):
     )
 
 
+class AdaptConfig(StrictModel):
+    """The install's own feedback loop (tierwise/adapt/): outcomes in, a guarded correction out.
+
+    Off by default: with it on, each logged request also keeps a 256-byte sketch of the
+    question (its static embedding, no text) so `tierwise adapt` can learn from outcomes.
+    """
+
+    enabled: bool = Field(
+        False,
+        description="use the adapted score and log sketches (needs telemetry.log for outcomes)",
+    )
+    explore: float = Field(
+        0.03,
+        ge=0,
+        le=0.2,
+        description="share of eligible requests sent one tier up or down so the router hears "
+        "how that tier copes (0 = off); only to tiers the rules left for the request",
+    )
+    dir: str | None = Field(
+        None, description="where versions live (default: adapt/ beside the decision log)"
+    )
+    min_outcomes: int = Field(
+        200,
+        ge=10,
+        description="nothing moves before this many outcomes (200: below it the held-back "
+        "slice is too small to judge a version; chosen in bench adapt --org mmlu-design)",
+    )
+    held_back_share: float = Field(
+        0.2, gt=0, lt=0.5, description="most recent outcomes a new version is judged on"
+    )
+    max_step: float = Field(2.0, gt=0, description="largest weight change per refit and head")
+    reload_s: float = Field(5.0, gt=0, description="how often the router checks for a new version")
+
+
 class SummarizeConfig(StrictModel):
     """Tier-aware context summarization: long chats stay on the tier their question needs."""
 
@@ -372,6 +406,7 @@ class TierwiseConfig(StrictModel):
     encoder: EncoderConfig = EncoderConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     summarize: SummarizeConfig = SummarizeConfig()
+    adapt: AdaptConfig = AdaptConfig()
     redis_url: str | None = Field(
         None,
         description="share health, SLA EMA, probe counters and GPU readings with every worker "

@@ -39,7 +39,17 @@ class Decision:
             "prompt_tokens": self.prompt_tokens,
             "decided_in_ms": round(self.decided_in_ms, 3),
             "task_kind": self.task_kind,
+            **({"adapt": self.adapt_trace} if self.adapt_trace else {}),
         }
+
+    @property
+    def adapt_trace(self) -> dict[str, Any]:
+        """What the feedback loop logs: the scorer's own score, the question's sketch (hex),
+        the adaptation version and whether this was an exploration (empty when adapt is off)."""
+        trace = self.notes.get("adapt")
+        if not isinstance(trace, Mapping):
+            return {}
+        return {**trace, "explored": bool(self.notes.get("explored"))}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Decision:
@@ -57,6 +67,7 @@ class Decision:
             prompt_tokens=data.get("prompt_tokens"),
             decided_in_ms=float(data.get("decided_in_ms") or 0.0),
             task_kind=data.get("task_kind"),
+            notes=_notes_of(data.get("adapt")),
         )
 
     def short_reason(self) -> str:
@@ -70,3 +81,10 @@ class Decision:
         if self.fallback_chain:
             lines.append(f"   if {self.tier} fails: {' -> '.join(self.fallback_chain)}")
         return "\n".join(lines)
+
+
+def _notes_of(trace: Any) -> dict[str, Any]:
+    """The notes from_dict() restores: the feedback loop's trace, when one travelled."""
+    if not isinstance(trace, Mapping):
+        return {}
+    return {"adapt": dict(trace), "explored": bool(trace.get("explored"))}

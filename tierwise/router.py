@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 
+from tierwise.adapt.explore import explore
+from tierwise.adapt.scorer import ADAPT_NOTE, AdaptedScorer
+from tierwise.adapt.store import store_for
 from tierwise.config import TierConfig, TierwiseConfig, load_config
 from tierwise.decision import Decision
 from tierwise.faults import Fault
@@ -44,6 +48,11 @@ class TierRouter:
         """`judge`: an adapter's LLM judge for the cascade scorer (see scoring/cascade.py)."""
         self.config = config or load_config()
         self.scorer = scorer or build_scorer(self.config, judge=judge)
+        adapt = self.config.adapt
+        if adapt.enabled:  # the install's own correction over whatever the scorer says
+            self.scorer = AdaptedScorer(self.scorer, store_for(self.config), adapt.reload_s)
+        self._explore = adapt.explore if adapt.enabled else 0.0
+        self._rng = random.Random()
         self.signals = signals or signals_for(self.config)
         self.chain = build_chain(self.config)
         # The adapter's summarizer (e.g. the local tier's model, called through the host);
@@ -63,6 +72,8 @@ class TierRouter:
             signals=self.signals,
             candidates=list(self.config.ranked_tiers),
         )
+        if ADAPT_NOTE in request.memo:
+            state.notes[ADAPT_NOTE] = request.memo[ADAPT_NOTE]
         for rule in self.chain:
             rule.apply(state)
         chosen = state.pick()
@@ -72,6 +83,7 @@ class TierRouter:
             )
         elif state.floor is not None and chosen.order > state.floor:
             state.reasons.append(f"chosen: {chosen.name}, the cheapest tier left above the floor")
+        chosen = explore(state, chosen, self._explore, self._rng)
         outcome = context_outcome(state, chosen)
         if outcome:
             state.reasons.append(outcome)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tierwise.commands import adapt
 from tierwise.commands.common import (
     SHARED_DATA,
     bundled_examples,
@@ -91,6 +92,8 @@ def register(sub: Subparsers) -> None:
     )
     submit.add_argument("--requests", type=int, default=20)
     submit.add_argument("--interval-s", type=float, default=1.0)
+
+    adapt.add_bench_parser(kinds, SHARED_DATA)
 
     for parser in kinds.choices.values():
         parser.add_argument("--json", type=Path, help="write the figures here too")

@@ -63,7 +63,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             return 1
     tiers = [t.name for t in config.ranked_tiers]
     try:
-        server = DashboardServer(db, tiers, host=args.host, port=args.port)
+        from tierwise.adapt.store import store_for
+
+        adapt_dir = store_for(config).dir
+        server = DashboardServer(db, tiers, host=args.host, port=args.port, adapt_dir=adapt_dir)
     except OSError as exc:
         print(
             f"tierwise dashboard: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr

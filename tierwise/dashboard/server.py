@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tierwise.adapt.status import adapt_status
+from tierwise.adapt.store import AdaptStore
 from tierwise.telemetry.schema import open_reader
 from tierwise.telemetry.summary import WINDOWS, stream, summarize
 
@@ -34,11 +36,12 @@ STREAM_LIMIT = 200
 
 
 class Dashboard:
-    """What the handler needs: the log's path and the configured tier ladder."""
+    """What the handler needs: the log's path, the tier ladder, the adaptation versions."""
 
-    def __init__(self, db: Path, tiers: Sequence[str] = ()) -> None:
+    def __init__(self, db: Path, tiers: Sequence[str] = (), adapt_dir: Path | None = None) -> None:
         self.db = db
         self.tiers = tuple(tiers)
+        self.adapt = AdaptStore(adapt_dir or db.parent / "adapt")
         self._assets = {
             route: (
                 resources.files("tierwise.dashboard").joinpath("static", name).read_bytes(),
@@ -69,6 +72,8 @@ class Dashboard:
                 body = summarize(conn, window, self.tiers)
                 body["db"] = str(self.db)
                 return HTTPStatus.OK, body
+            if route == "/api/adapt":
+                return HTTPStatus.OK, adapt_status(conn, self.adapt)
             after = _int(_first(query, "after", "0"))
             limit = max(1, min(STREAM_LIMIT, _int(_first(query, "limit", "50"))))
             return HTTPStatus.OK, {"rows": stream(conn, after, limit)}
@@ -100,7 +105,7 @@ def make_handler(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
             if asset is not None:
                 self._send(HTTPStatus.OK, asset[0], asset[1], cache=url.path != "/")
                 return
-            if url.path in ("/api/summary", "/api/stream"):
+            if url.path in ("/api/summary", "/api/stream", "/api/adapt"):
                 status, body = dashboard.api(url.path, parse_qs(url.query))
                 data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
                 self._send(status, data, "application/json")
@@ -129,9 +134,15 @@ class DashboardServer:
     """The HTTP server on a daemon thread (tests, the benchmark) or the foreground (CLI)."""
 
     def __init__(
-        self, db: Path, tiers: Sequence[str] = (), host: str = "127.0.0.1", port: int = 8765
+        self,
+        db: Path,
+        tiers: Sequence[str] = (),
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        adapt_dir: Path | None = None,
     ) -> None:
-        self.httpd = ThreadingHTTPServer((host, port), make_handler(Dashboard(db, tiers)))
+        dashboard = Dashboard(db, tiers, adapt_dir)
+        self.httpd = ThreadingHTTPServer((host, port), make_handler(dashboard))
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 

@@ -31,6 +31,10 @@ COLUMNS: tuple[str, ...] = (
     "tokens_out",
     "cost_usd",
     "top_cost_usd",
+    "request_id",
+    "raw_score",
+    "sketch",
+    "explored",
 )
 
 
@@ -65,6 +69,10 @@ class RequestRecord:
     tokens_out: int = 0
     cost_usd: float = 0.0
     top_cost_usd: float = 0.0
+    request_id: str = ""  # what the host answered with, so an outcome can find this row
+    raw_score: float | None = None  # the scorer's score before the install's adaptation
+    sketch: bytes | None = None  # the question's embedding as int8 (only with adapt on)
+    explored: bool = False
 
     @property
     def fallback(self) -> bool:
@@ -96,4 +104,8 @@ class RequestRecord:
             self.tokens_out,
             self.cost_usd,
             self.top_cost_usd,
+            self.request_id,
+            self.raw_score,
+            self.sketch,
+            int(self.explored),
         )

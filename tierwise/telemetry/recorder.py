@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tierwise.config import TierwiseConfig
 from tierwise.decision import Decision
@@ -101,6 +101,7 @@ class Telemetry:
         summarized: bool = False,
         cost_usd: float | None = None,
         ts: float | None = None,
+        request_id: str = "",
     ) -> RequestRecord | None:
         """Record one finished request (after the host's call, or after a cache replay).
 
@@ -108,6 +109,8 @@ class Telemetry:
         tier: the tier that served (default: the decided one; "cache" for a cache hit).
         tokens_in: prompt tokens (default: the decision's count). cost_usd: what the host
         charged, if it knows (default: the served tier's configured price).
+        request_id: the id the host answered with, so an outcome (a rating, a feedback
+        call) can find this row later.
         Returns the record, or None if building it failed (counted as a plugin error).
         """
         try:
@@ -126,6 +129,7 @@ class Telemetry:
                 summarized=summarized,
                 cost_usd=cost_usd,
                 ts=ts,
+                request_id=request_id,
             )
         except Exception:
             log.exception("tierwise telemetry: cannot build a record (ignored)")
@@ -181,6 +185,7 @@ class Telemetry:
         summarized: bool,
         cost_usd: float | None,
         ts: float | None,
+        request_id: str = "",
     ) -> RequestRecord:
         """The record request() would emit (same arguments, all required); may raise."""
         routed = decision.tier if decision is not None else CACHE_TIER
@@ -221,4 +226,20 @@ class Telemetry:
             tokens_out=tokens_out,
             cost_usd=cost_usd,
             top_cost_usd=top_cost,
+            request_id=request_id[:200],
+            **_adapt_fields(decision),
         )
+
+
+def _adapt_fields(decision: Decision | None) -> dict[str, Any]:
+    """raw_score / sketch / explored from the decision's feedback-loop trace, if any."""
+    trace = decision.adapt_trace if decision is not None else {}
+    if not trace:
+        return {}
+    sketch = trace.get("sketch")
+    raw = trace.get("raw")
+    return {
+        "raw_score": float(raw) if isinstance(raw, int | float) else None,
+        "sketch": bytes.fromhex(sketch) if isinstance(sketch, str) else None,
+        "explored": bool(trace.get("explored")),
+    }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tierwise.telemetry.record import COLUMNS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY,
@@ -33,9 +33,33 @@ CREATE TABLE IF NOT EXISTS requests (
     tokens_in INTEGER NOT NULL,
     tokens_out INTEGER NOT NULL,
     cost_usd REAL NOT NULL,
-    top_cost_usd REAL NOT NULL
+    top_cost_usd REAL NOT NULL,
+    request_id TEXT NOT NULL DEFAULT '',  -- the id the host answered with (e.g. chatcmpl-...)
+    raw_score REAL,              -- the scorer's own score, before the install's adaptation
+    sketch BLOB,                 -- 256 int8: the question's static embedding (adapt on only)
+    explored INTEGER NOT NULL DEFAULT 0  -- sent to a neighbour tier to learn how it copes
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
+"""
+# Columns version 2 added; a version-1 file gets them with ALTER TABLE.
+ADDED_IN_2 = (
+    "request_id TEXT NOT NULL DEFAULT ''",
+    "raw_score REAL",
+    "sketch BLOB",
+    "explored INTEGER NOT NULL DEFAULT 0",
+)
+INDEXES = """
+CREATE INDEX IF NOT EXISTS requests_request_id ON requests (request_id);
+CREATE TABLE IF NOT EXISTS outcomes (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    request_id TEXT NOT NULL,    -- the decision it rates (requests.request_id)
+    scope TEXT NOT NULL,         -- who rated: must be the scope of that decision
+    source TEXT NOT NULL,        -- rating, regenerate, reask, feedback, fallback
+    value REAL NOT NULL          -- 1 = the answer was good enough, 0 = it was not
+);
+CREATE INDEX IF NOT EXISTS outcomes_request_id ON outcomes (request_id);
+CREATE INDEX IF NOT EXISTS outcomes_ts ON outcomes (ts);
 """
 INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 
@@ -60,6 +84,12 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
             f"decision log schema {version} is newer than this tierwise ({SCHEMA_VERSION})"
         )
     conn.executescript(SCHEMA)
+    if 0 < version < 2:
+        have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+        for column in ADDED_IN_2:
+            if column.split()[0] not in have:
+                conn.execute(f"ALTER TABLE requests ADD COLUMN {column}")
+    conn.executescript(INDEXES)
     if version < SCHEMA_VERSION:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 

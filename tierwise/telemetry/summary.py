@@ -29,7 +29,10 @@ WINDOWS: dict[str, tuple[float | None, float]] = {
 }
 RECENT_S = 300.0  # tier health looks at the last five minutes
 # The live stream shows every column but the scope hash, the full reasons and decide time.
-STREAM_COLUMNS = ("id", *(c for c in COLUMNS if c not in ("scope", "reasons", "decide_ms")))
+STREAM_COLUMNS = (
+    "id",
+    *(c for c in COLUMNS if c not in ("scope", "reasons", "decide_ms", "sketch", "raw_score")),
+)
 
 
 @dataclass(frozen=True)

@@ -247,6 +247,24 @@ async function refreshSummary() {
   }
 }
 
+function renderAdapt(a) {
+  const sources = Object.entries(a.by_source).map(([k, v]) => `${k} ${num(v)}`).join(" · ") || "none yet";
+  const version = a.error ? el("span", { class: "bad" }, a.error)
+    : a.version ? `version ${a.version} (parent ${a.parent}) · fitted on ${num(a.fitted_on)} outcomes · ` +
+      `held-back AUROC gain ${a.gain >= 0 ? "+" : ""}${a.gain.toFixed(4)} on ${num(a.held_back)}`
+    : "none: the scorer's score as it is";
+  document.getElementById("adapt").replaceChildren(
+    el("p", {}, el("b", {}, "outcomes received "), `${num(a.outcomes)} (${num(a.outcomes_24h)} in 24 h) · ${sources}`),
+    el("p", {}, el("b", {}, "in service "), version),
+    el("p", { class: "muted" }, `versions kept in ${a.dir}: ${a.versions.join(", ") || "none"} · roll back: `,
+      el("code", {}, a.rollback)),
+  );
+}
+
+async function refreshAdapt() {
+  try { renderAdapt(await getJson("/api/adapt")); } catch (err) { /* the summary shows log problems */ }
+}
+
 async function refreshStream() {
   try {
     const { rows } = await getJson(`/api/stream?after=${state.lastId}&limit=40`);
@@ -281,13 +299,14 @@ async function start() {
   document.getElementById("pause").onclick = e => {
     state.paused = !state.paused; e.target.textContent = state.paused ? "resume" : "pause"; renderLive();
   };
-  await Promise.all([refreshSummary(), refreshStream()]);
+  await Promise.all([refreshSummary(), refreshStream(), refreshAdapt()]);
   state.loadedAt = performance.now();
   document.body.dataset.ready = "1";
   document.body.dataset.loadMs = state.loadedAt.toFixed(0);
   renderLive();
   setInterval(() => { if (!state.paused) refreshStream().then(renderLive); }, 2000);
   setInterval(() => { if (!state.paused) refreshSummary().then(renderLive); }, 10000);
+  setInterval(() => { if (!state.paused) refreshAdapt(); }, 10000);
   setInterval(renderLive, 1000);
 }
 

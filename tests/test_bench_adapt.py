@@ -1,0 +1,65 @@
+"""`tierwise bench adapt`'s simulation on a stream whose hard questions the scorer misjudges."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+
+from tierwise.adapt.fit import FitSettings
+from tierwise.adapt.model import sketch_of
+from tierwise.bench.adapt import Item, format_result, simulate
+
+
+def stream(n: int, seed: int) -> list[Item]:
+    """Half the questions are on a topic the cheap model cannot do, whatever their score."""
+    rng = random.Random(seed)
+    items = []
+    for _ in range(n):
+        topic = rng.randrange(4)
+        vector = np.zeros(256, dtype=np.float32)
+        vector[topic] = 1.0
+        hard = topic < 2
+        items.append(Item(rng.random(), sketch_of(vector), weak=not hard, strong=True))
+    return items
+
+
+def test_adapting_beats_the_scorer_on_later_traffic_and_exploration_is_counted() -> None:
+    items = stream(3000, 0)
+    run = simulate(
+        items, seed=1, stream_len=2000, explore=0.05, strong_share=0.5, settings=FitSettings()
+    )
+    assert run.adopted[0] == 0 and run.adopted[2000] >= 1
+    assert run.apgr[2000] > run.apgr[0] + 0.2
+    assert run.cpt80[2000] < run.cpt80[0]
+    assert run.explore_quality != 0 or run.explore_strong != 0
+
+
+def test_the_report_prints_each_checkpoint_with_its_spread(tmp_path: Path) -> None:
+    result = {
+        "org": "synthetic",
+        "questions": 3000,
+        "seeds": 2,
+        "stream": 2000,
+        "explore": 0.03,
+        "strong_share": 0.5,
+        "table": [
+            {
+                "outcomes": p,
+                "apgr": {"mean": 0.5, "sd": 0.01},
+                "apgr_gain": {"mean": 0.1, "sd": 0.02},
+                "apgr_gain_no_explore": {"mean": 0.05, "sd": 0.02},
+                "cpt80": {"mean": 0.6, "sd": 0.03},
+                "versions": [1, 1],
+            }
+            for p in (0, 100, 500, 2000)
+        ],
+        "exploration": {
+            "quality_lost_per_request": {"mean": 0.001, "sd": 0.0},
+            "strong_share_added": {"mean": 0.0, "sd": 0.0},
+            "apgr_gain_from_exploring": {"mean": 0.05, "sd": 0.01},
+        },
+    }
+    text = format_result(result)
+    assert "2000" in text and "+0.1000 ± 0.0200" in text and "exploration" in text

@@ -1,0 +1,110 @@
+"""Outcomes: what became of an answer, stored beside the decision that produced it.
+
+One row per signal in the decision log's `outcomes` table, keyed by the request id the host
+answered with. A caller can rate only its own answers: the outcome's scope must be the
+decision's scope, and an id of someone else's request reads as unknown (nothing is
+revealed). Writes are synchronous and short: outcomes arrive once per answer at most.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tierwise.adapt.fit import Example
+from tierwise.telemetry.schema import connect, ensure_schema
+
+SOURCES = ("rating", "feedback", "regenerate", "reask", "fallback")
+
+
+class OutcomeError(ValueError):
+    """An outcome that cannot be stored; `status_code` is what an HTTP adapter answers."""
+
+    def __init__(self, message: str, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class Stored:
+    request_id: str
+    tier: str
+    value: float
+
+
+def open_log(path: str | Path) -> sqlite3.Connection:
+    """A writable connection to the decision log, schema ensured (the file may be new)."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = connect(path)
+    ensure_schema(conn)
+    return conn
+
+
+def record_outcome(
+    conn: sqlite3.Connection,
+    request_id: str,
+    scope: str,
+    value: float,
+    source: str = "feedback",
+    ts: float | None = None,
+) -> Stored:
+    """Store one outcome for the caller's own request; raises OutcomeError otherwise."""
+    if not isinstance(request_id, str) or not request_id.strip() or len(request_id) > 200:
+        raise OutcomeError("'id' must be the response id the answer came with (a string)")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise OutcomeError("'score' must be a number from 0 (not good enough) to 1 (good)")
+    if source not in SOURCES:
+        raise OutcomeError(f"unknown outcome source {source!r}; one of {', '.join(SOURCES)}")
+    row = conn.execute(
+        "SELECT tier FROM requests WHERE request_id = ? AND scope = ? ORDER BY id DESC LIMIT 1",
+        (request_id, scope),
+    ).fetchone()
+    if row is None:
+        raise OutcomeError(
+            f"no answer {request_id!r} of yours in the decision log (is telemetry.log on, and "
+            "was it answered by the `auto` model?)",
+            status_code=404,
+        )
+    conn.execute(
+        "INSERT INTO outcomes (ts, request_id, scope, source, value) VALUES (?, ?, ?, ?, ?)",
+        (time.time() if ts is None else ts, request_id, scope, source, float(value)),
+    )
+    return Stored(request_id, str(row[0]), float(value))
+
+
+def training_examples(conn: sqlite3.Connection, top_tier: str) -> list[Example]:
+    """The latest outcome of each rated request that a tier (not the cache) answered."""
+    rows = conn.execute(
+        """
+        SELECT o.ts, r.raw_score, r.sketch, r.tier, o.value
+        FROM outcomes o JOIN requests r ON r.request_id = o.request_id AND r.scope = o.scope
+        WHERE o.id IN (SELECT MAX(id) FROM outcomes GROUP BY request_id, scope)
+          AND r.raw_score IS NOT NULL AND r.cache_hit = 0 AND r.ok = 1
+        ORDER BY o.ts
+        """
+    ).fetchall()
+    return [
+        Example(float(ts), float(raw), sketch, top=tier == top_tier, good=value >= 0.5)
+        for ts, raw, sketch, tier, value in rows
+    ]
+
+
+def recent_traffic(conn: sqlite3.Connection, limit: int = 2000) -> list[tuple[float, bytes | None]]:
+    """(scorer's score, sketch) of the latest routed requests, rated or not."""
+    rows = conn.execute(
+        "SELECT raw_score, sketch FROM requests WHERE raw_score IS NOT NULL AND cache_hit = 0 "
+        "ORDER BY id DESC LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [(float(score), sketch) for score, sketch in rows]
+
+
+def counts(conn: sqlite3.Connection, since: float = 0.0) -> dict[str, int]:
+    """Outcomes received per source since `since` (unix seconds)."""
+    rows = conn.execute(
+        "SELECT source, COUNT(*) FROM outcomes WHERE ts >= ? GROUP BY source", (since,)
+    ).fetchall()
+    return {str(source): int(n) for source, n in rows}
