@@ -23,7 +23,8 @@ import litellm
 from litellm.caching.base_cache import BaseCache
 from litellm.caching.caching import Cache, LiteLLMCacheType
 
-from litellm_plugin.engine import Engine, metadata_of, record_in
+from litellm_plugin.engine import Engine
+from litellm_plugin.metadata import metadata_of, record_in
 from litellm_plugin.settings import TIER_KEY
 from tierwise.cache import SemanticCache
 from tierwise.request import ChatRequest, RequestError

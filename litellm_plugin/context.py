@@ -9,12 +9,15 @@ internal so the plugin neither routes nor learns latency from it.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from litellm_plugin.engine import Engine, metadata_of
+from litellm_plugin.metadata import metadata_of
 from litellm_plugin.settings import TIER_KEY
 from litellm_plugin.steps import Attempt, Step
 from tierwise.summarize import SummaryJob
+
+if TYPE_CHECKING:
+    from litellm_plugin.engine import Engine
 
 log = logging.getLogger("tierwise.litellm")
 INTERNAL_KEY = "tierwise_internal"

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from litellm_plugin.headers import header_value
+from litellm_plugin.metadata import RECORD_KEY, metadata_of, record_in
 from litellm_plugin.metrics import MetricsPoller, ReplicaLoad, Target, least_loaded
 from litellm_plugin.settings import METRICS_KEY, TIER_KEY, PluginSetup
 from litellm_plugin.steps import Step, load_steps
@@ -29,7 +30,6 @@ from tierwise.telemetry import Telemetry
 
 log = logging.getLogger("tierwise.litellm")
 
-RECORD_KEY = "tierwise"
 # The endpoint a client called, by LiteLLM's call type, for the refusal message.
 ENDPOINTS = {
     "atext_completion": "POST /v1/completions (text completion, e.g. Continue's autocomplete)",
@@ -329,23 +329,6 @@ class Engine:
             if tier.vram is not None and tier.vram.source == "vllm" and tier.vram.metrics_url:
                 targets.add(Target(tier.vram.metrics_url, tier.name))
         return sorted(targets, key=lambda t: (t.tier, t.url))
-
-
-def metadata_of(kwargs: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """LiteLLM keeps request metadata under `litellm_metadata` on some routes, else `metadata`."""
-    if not kwargs:
-        return None
-    for key in ("litellm_metadata", "metadata"):
-        value = kwargs.get(key)
-        if isinstance(value, dict):
-            return value
-    return None
-
-
-def record_in(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    spend = (metadata or {}).get("spend_logs_metadata")
-    record = spend.get(RECORD_KEY) if isinstance(spend, Mapping) else None
-    return record if isinstance(record, dict) and "tier" in record else None
 
 
 def failed_deployment_ids(metadata: Mapping[str, Any] | None) -> set[str]:

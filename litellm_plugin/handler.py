@@ -29,13 +29,9 @@ from litellm.integrations.custom_logger import CustomLogger
 from litellm_plugin import attempts, feedback
 from litellm_plugin import cache as answer_cache
 from litellm_plugin.context import is_internal
-from litellm_plugin.engine import (
-    Engine,
-    metadata_of,
-    record_in,
-    tier_of,
-)
+from litellm_plugin.engine import Engine, tier_of
 from litellm_plugin.loop_lag import LoopLag
+from litellm_plugin.metadata import metadata_of, record_in
 from litellm_plugin.settings import TIER_KEY, setup_from_proxy_config
 from litellm_plugin.steps import Attempt, ProxyCall
 from tierwise.adapt.scorer import ADAPT_NOTE

@@ -23,8 +23,9 @@ import litellm
 from litellm.router import Router
 from litellm.types.router import CustomRoutingStrategyBase
 
-from litellm_plugin.engine import Engine, metadata_of, record_in
+from litellm_plugin.engine import Engine
 from litellm_plugin.handler import TierwiseHandler
+from litellm_plugin.metadata import metadata_of, record_in
 from litellm_plugin.settings import setup_from_proxy_config
 from tierwise.rules import RoutingError
 

@@ -76,6 +76,60 @@ def test_progress_redraws_only_on_a_terminal(
         assert 2 <= text.count("\n") <= 4  # a line per ten seconds, then the last one
 
 
+README = REPO / "README.md"
+DOC_PAGES = sorted((REPO / "docs").glob("*.md"))
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def anchors_of(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    found, fenced = set(), False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        fenced ^= line.startswith("```")
+        if not fenced and line.startswith("#"):
+            title = re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower())
+            found.add(title.replace(" ", "-"))
+    return found
+
+
+def test_readme_is_short() -> None:
+    assert README.read_text(encoding="utf-8").count("\n") <= 300
+
+
+@pytest.mark.parametrize("page", [README, *DOC_PAGES], ids=lambda p: p.name)
+def test_every_link_works(page: Path) -> None:
+    broken = []
+    for target in LINK.findall(page.read_text(encoding="utf-8")):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        if not linked.exists():
+            broken.append(f"{target} (no such file)")
+        elif anchor and linked.suffix == ".md" and anchor not in anchors_of(linked):
+            broken.append(f"{target} (no such heading)")
+    assert broken == [], f"{page.name}: {broken}"
+
+
+def test_the_readme_commands_exist() -> None:
+    """The two commands, and every `tierwise ...` line the README shows, parse as written."""
+    import shlex
+
+    from tierwise.cli import build_parser
+
+    text = README.read_text(encoding="utf-8")
+    assert "bash scripts/setup.sh && .venv/bin/tierwise up --smoke" in text
+    assert "bash scripts/test.sh" in text
+    for script in ("setup.sh", "test.sh"):
+        assert (REPO / "scripts" / script).is_file()
+    shown = re.findall(r"(?:^|&& |`)(?:\.venv/bin/)?tierwise ([^`\n]+)", text, re.MULTILINE)
+    assert len(shown) >= 3
+    parser = build_parser()
+    for line in shown:
+        words = shlex.split(line.split("#")[0].replace("\\", " "))
+        parser.parse_args(words)  # exits (a test failure) on an unknown command or flag
+
+
 def test_the_configuration_example_loads() -> None:
     import yaml
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from litellm_plugin.engine import Engine, record_in
+from litellm_plugin.engine import Engine
+from litellm_plugin.metadata import record_in
 from litellm_plugin.metrics import VllmLoad
 from litellm_plugin.settings import setup_from_proxy_config
 from tierwise.request import ChatRequest
