@@ -18,18 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tierwise.adapt.model import SKETCH_DIM, Adaptation, design_row, equal_share_knots
-from tierwise.evaluation.metrics import auroc
-
-
-@dataclass(frozen=True)
-class Example:
-    """One rated answer: which kind of tier gave it, and was it good enough?"""
-
-    ts: float
-    score: float  # the scorer's own score (before any adaptation)
-    sketch: bytes | None
-    top: bool  # answered by the top tier (else by a cheaper one)
-    good: bool
+from tierwise.adapt.outcomes import Example
+from tierwise.training.metrics import auroc
 
 
 @dataclass(frozen=True)

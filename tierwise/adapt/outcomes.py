@@ -13,10 +13,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tierwise.adapt.fit import Example
 from tierwise.telemetry.schema import connect, ensure_schema
 
 SOURCES = ("rating", "feedback", "regenerate", "reask", "fallback")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One rated answer: which kind of tier gave it, and was it good enough?"""
+
+    ts: float
+    score: float  # the scorer's own score (before any adaptation)
+    sketch: bytes | None
+    top: bool  # answered by the top tier (else by a cheaper one)
+    good: bool
 
 
 class OutcomeError(ValueError):

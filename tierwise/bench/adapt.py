@@ -21,9 +21,9 @@ import numpy as np
 
 from tierwise.adapt.fit import Example, FitSettings, identity, refit
 from tierwise.adapt.model import Adaptation, sketch_of
-from tierwise.evaluation.data import Row, load_rows
-from tierwise.evaluation.metrics import outcome_report
-from tierwise.evaluation.splits import design, held_out
+from tierwise.training.data import Row, load_rows
+from tierwise.training.metrics import outcome_report
+from tierwise.training.splits import design, held_out
 
 REPORT_AT = (0, 100, 500, 2000)  # outcomes received when a version is judged
 REFIT_AT = (100, 250, 500, 1000, 1500, 2000)
