@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from tests.conftest import three_tiers
-from tierwise import calibrate, cli
+from tierwise import cli
 from tierwise.config import load_config
+from tierwise.training import calibrate
 from tierwise.training.calibrate import CalibrationError, apply_threshold, pick_threshold
 
 
