@@ -29,6 +29,7 @@ from openwebui_pipe.ladder import (
     restrict,
     with_switches,
 )
+from openwebui_pipe.ratings import answer_id
 from openwebui_pipe.recording import Recorder
 from openwebui_pipe.status import Emitter, StatusEmitter, error_reply, fit_note
 from openwebui_pipe.summarizer import Summarizer, summarizer_for
@@ -78,8 +79,13 @@ class AutoRouter:
         request: Any,
         emitter: Emitter | None,
         task: str | None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> Any:
-        """Route one chat (or background task) to an installed model and stream it back."""
+        """Route one chat (or background task) to an installed model and stream it back.
+
+        `metadata` is Open WebUI's `__metadata__`: its chat and message ids name the answer
+        in the decision log, so a rating of that message can find its decision.
+        """
         started = time.perf_counter()
         quiet = task or not valves.show_status
         emit = StatusEmitter(None if quiet else emitter)
@@ -98,6 +104,8 @@ class AutoRouter:
             return error_reply(f"internal error ({exc!r}); the server log has the details", task)
         chat = Chat(route, self.recorder.telemetry_for(route.ladder or route.config), started)
         chat.caller = caller_of(Scope(user=str(user.id)))
+        if not task:  # a background task's message id is the chat answer's: never rated
+            chat.request_id = answer_id(metadata)
         if valves.semantic_cache:
             hit = await self.answers.lookup(chat)
             if hit is not None:

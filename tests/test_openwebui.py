@@ -530,6 +530,82 @@ def test_with_builtin_tools_kept_a_browser_chat_goes_where_they_fit(
     assert f"{HPC} (hpc) · long prompt (" in page
 
 
+def test_a_thumbs_down_in_the_browser_reaches_the_decision_log(owui: Stack, tmp_path: Path) -> None:
+    """Uma rates an `auto` answer thumbs-down in the web UI: the ratings event function
+    stores it beside the answer's decision, under Uma's scope. The admin then tries to rate
+    Uma's answer through Open WebUI's API: nothing of it is stored, while the admin's
+    rating of their own answer is."""
+    if binaries() is None:
+        pytest.fail("chromium and chromedriver are missing: run scripts/system-deps.sh")
+    from selenium.webdriver.common.by import By
+
+    from openwebui_pipe.ratings import RETRY_S
+    from tierwise.request import Scope
+
+    log = owui.root / "decisions.db"
+    assert owui.save_valves(config_path=str(owui.root / "ladder-logged.yaml")).status_code == 200
+    question = "What is the capital of Austria?"
+    with chromium(tmp_path / "profile") as driver:
+        sign_in(driver, owui.server.url, "uma@example.org", "uma-pass-123")
+        ask_in_new_chat(driver, owui.server.url, question, f"[local] {question}")
+        chat_id = driver.current_url.rstrip("/").rsplit("/c/", 1)[1]
+        bad = wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, BAD_RESPONSE))[-1]
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", bad)
+        bad.click()
+        with owui.server.client(owui.user_token) as uma:
+            uma_id = uma.get("/api/v1/auths/").json()["id"]
+            history = uma.get(f"/api/v1/chats/{chat_id}").json()["chat"]["history"]
+        answer_id = f"owui:{chat_id}:{history['currentId']}"
+        (rated,) = outcome_rows(log, answer_id)
+    uma_scope = Scope(user=uma_id).key()
+    assert rated["source"] == "rating" and rated["value"] == 0.0
+    assert rated["scope"] == uma_scope and rated["tier"] == "local"
+    assert rated["decision_scope"] == uma_scope  # the answer's own decision row
+    # The admin rates Uma's answer (thumbs up) and, after it, one of their own answers.
+    with owui.server.client() as admin:
+        own_chat, own_message = new_chat(admin, EASY)
+        done = chat(admin, EASY, stream=True, chat_id=own_chat, id=own_message)
+        assert done.status_code == 200, done.text
+        admin_id = admin.get("/api/v1/auths/").json()["id"]
+        for target_chat, message in ((chat_id, history["currentId"]), (own_chat, own_message)):
+            feedback = {
+                "type": "rating",
+                "data": {"rating": 1, "model_id": "auto"},
+                "meta": {"chat_id": target_chat, "message_id": message},
+            }
+            sent = admin.post("/api/v1/evaluations/feedback", json=feedback)
+            assert sent.status_code == 200, sent.text
+    (own,) = outcome_rows(log, f"owui:{own_chat}:{own_message}")
+    assert own["value"] == 1.0 and own["scope"] == Scope(user=admin_id).key()
+    time.sleep(2 * RETRY_S)  # the refused rating's one retry has run by now
+    assert [r["value"] for r in outcome_rows(log, answer_id)] == [0.0]  # Uma's rating only
+
+
+BAD_RESPONSE = "button[aria-label='Bad Response']"
+
+
+def outcome_rows(path: Path, request_id: str, timeout_s: float = 60) -> list[dict[str, Any]]:
+    """The outcomes stored for one answer, each with its decision's tier and scope, once
+    there is at least one."""
+    query = (
+        "SELECT o.source, o.value, o.scope, r.tier, r.scope AS decision_scope FROM outcomes o "
+        "JOIN requests r ON r.request_id = o.request_id WHERE o.request_id = ? ORDER BY o.id"
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists():
+            with sqlite3.connect(path) as conn:
+                conn.row_factory = sqlite3.Row
+                try:
+                    rows = [dict(r) for r in conn.execute(query, (request_id,))]
+                except sqlite3.OperationalError:  # the writer has not made the tables yet
+                    rows = []
+            if rows:
+                return rows
+        time.sleep(0.2)
+    raise AssertionError(f"no outcome for {request_id} in {path} after {timeout_s}s")
+
+
 def last_user_text(body: dict[str, Any]) -> Any:
     users = [m for m in body.get("messages", []) if m.get("role") == "user"]
     return users[-1].get("content") if users else None
