@@ -127,3 +127,12 @@ async def function_valves(function_id: str) -> dict[str, Any]:
     from open_webui.models.functions import Functions
 
     return dict(await Functions.get_function_valves_by_id(function_id) or {})
+
+
+async def chat_messages(chat_id: str, user_id: str) -> dict[str, Any]:
+    """The messages of this user's own chat, by id ({} when it is not theirs or not saved)."""
+    from open_webui.models.chats import Chats
+
+    chat = await Chats.get_chat_by_id_and_user_id(chat_id, user_id)
+    history = ((chat.chat if chat is not None else None) or {}).get("history") or {}
+    return dict(history.get("messages") or {})

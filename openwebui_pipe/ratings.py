@@ -45,6 +45,7 @@ class Rating:
     request_id: str
     user_id: str
     value: float  # 1 = thumbs up (good), 0 = thumbs down (not good enough)
+    # (a regeneration is a Rating too: regenerations.REGENERATED, source "regenerate")
 
 
 def rating_of(feedback: Mapping[str, Any] | None) -> Rating | None:
@@ -61,12 +62,12 @@ def rating_of(feedback: Mapping[str, Any] | None) -> Rating | None:
     return Rating(request_id, user_id, value)
 
 
-def store_rating(path: Path, rating: Rating) -> Stored:
+def store_rating(path: Path, rating: Rating, source: str = "rating") -> Stored:
     """Write the outcome into the decision log at `path`; OutcomeError if not this user's."""
     conn = open_log(path)
     try:
         scope = Scope(user=rating.user_id).key()
-        return record_outcome(conn, rating.request_id, scope, rating.value, "rating")
+        return record_outcome(conn, rating.request_id, scope, rating.value, source, repeat=False)
     finally:
         conn.close()
 

@@ -532,12 +532,12 @@ def test_with_builtin_tools_kept_a_browser_chat_goes_where_they_fit(
 
 def test_a_thumbs_down_in_the_browser_reaches_the_decision_log(owui: Stack, tmp_path: Path) -> None:
     """Uma rates an `auto` answer thumbs-down in the web UI: the ratings event function
-    stores it beside the answer's decision, under Uma's scope. The admin then tries to rate
+    stores it beside the answer's decision, under Uma's scope; her Regenerate adds a weak
+    "not good" for the same answer. The admin then tries to rate
     Uma's answer through Open WebUI's API: nothing of it is stored, while the admin's
     rating of their own answer is."""
     if binaries() is None:
         pytest.fail("chromium and chromedriver are missing: run scripts/system-deps.sh")
-    from selenium.webdriver.common.by import By
 
     from openwebui_pipe.ratings import RETRY_S
     from tierwise.request import Scope
@@ -549,18 +549,24 @@ def test_a_thumbs_down_in_the_browser_reaches_the_decision_log(owui: Stack, tmp_
         sign_in(driver, owui.server.url, "uma@example.org", "uma-pass-123")
         ask_in_new_chat(driver, owui.server.url, question, f"[local] {question}")
         chat_id = driver.current_url.rstrip("/").rsplit("/c/", 1)[1]
-        bad = wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, BAD_RESPONSE))[-1]
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", bad)
-        bad.click()
+        click_last(driver, BAD_RESPONSE)
         with owui.server.client(owui.user_token) as uma:
             uma_id = uma.get("/api/v1/auths/").json()["id"]
             history = uma.get(f"/api/v1/chats/{chat_id}").json()["chat"]["history"]
         answer_id = f"owui:{chat_id}:{history['currentId']}"
         (rated,) = outcome_rows(log, answer_id)
+        # Then Uma asks for another answer: a weak "not good" for the one replaced.
+        click_last(driver, REGENERATE)  # opens Open WebUI's regenerate menu
+        click_last(driver, TRY_AGAIN, by="xpath")
+        rated, regenerated = outcome_rows(log, answer_id, count=2)
     uma_scope = Scope(user=uma_id).key()
     assert rated["source"] == "rating" and rated["value"] == 0.0
     assert rated["scope"] == uma_scope and rated["tier"] == "local"
     assert rated["decision_scope"] == uma_scope  # the answer's own decision row
+    assert regenerated["source"] == "regenerate" and regenerated["value"] == 0.25
+    assert regenerated["scope"] == uma_scope
+    asked = [r for r in ollama_requests(owui.local) if last_user_text(r["body"]) == question]
+    assert len(asked) == 2  # the question, then its regeneration (besides titles and tags)
     # The admin rates Uma's answer (thumbs up) and, after it, one of their own answers.
     with owui.server.client() as admin:
         own_chat, own_message = new_chat(admin, EASY)
@@ -578,15 +584,39 @@ def test_a_thumbs_down_in_the_browser_reaches_the_decision_log(owui: Stack, tmp_
     (own,) = outcome_rows(log, f"owui:{own_chat}:{own_message}")
     assert own["value"] == 1.0 and own["scope"] == Scope(user=admin_id).key()
     time.sleep(2 * RETRY_S)  # the refused rating's one retry has run by now
-    assert [r["value"] for r in outcome_rows(log, answer_id)] == [0.0]  # Uma's rating only
+    stored = [(r["source"], r["value"]) for r in outcome_rows(log, answer_id)]
+    assert stored == [("rating", 0.0), ("regenerate", 0.25)]  # nothing of the admin's
 
 
 BAD_RESPONSE = "button[aria-label='Bad Response']"
+REGENERATE = "button[aria-label='Regenerate']"
+TRY_AGAIN = "//*[normalize-space(text())='Try Again']"
 
 
-def outcome_rows(path: Path, request_id: str, timeout_s: float = 60) -> list[dict[str, Any]]:
+def click_last(driver: Any, selector: str, by: str = "css selector") -> None:
+    """Click the last element matching `selector` as a user would, once nothing covers it
+    (a tooltip or the rating's comment panel may, for a moment)."""
+    from selenium.common.exceptions import ElementClickInterceptedException
+
+    def clicked(d: Any) -> bool:
+        found = d.find_elements(by, selector)
+        if not found:
+            return False
+        d.execute_script("arguments[0].scrollIntoView({block: 'center'})", found[-1])
+        try:
+            found[-1].click()
+        except ElementClickInterceptedException:
+            return False
+        return True
+
+    wait_for(driver, clicked, timeout_s=60)
+
+
+def outcome_rows(
+    path: Path, request_id: str, count: int = 1, timeout_s: float = 60
+) -> list[dict[str, Any]]:
     """The outcomes stored for one answer, each with its decision's tier and scope, once
-    there is at least one."""
+    there are at least `count`."""
     query = (
         "SELECT o.source, o.value, o.scope, r.tier, r.scope AS decision_scope FROM outcomes o "
         "JOIN requests r ON r.request_id = o.request_id WHERE o.request_id = ? ORDER BY o.id"
@@ -600,10 +630,10 @@ def outcome_rows(path: Path, request_id: str, timeout_s: float = 60) -> list[dic
                     rows = [dict(r) for r in conn.execute(query, (request_id,))]
                 except sqlite3.OperationalError:  # the writer has not made the tables yet
                     rows = []
-            if rows:
+            if len(rows) >= count:
                 return rows
         time.sleep(0.2)
-    raise AssertionError(f"no outcome for {request_id} in {path} after {timeout_s}s")
+    raise AssertionError(f"fewer than {count} outcomes for {request_id} after {timeout_s}s")
 
 
 def last_user_text(body: dict[str, Any]) -> Any:

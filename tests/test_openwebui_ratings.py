@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from openwebui_pipe.ratings import Rating, answer_id, rating_of, store_rating
+from openwebui_pipe.regenerations import replaced
 from tests.test_adapt import adapt_config, logged
 from tierwise.adapt.outcomes import OutcomeError, open_log, training_examples
 from tierwise.config import load_config
@@ -56,12 +57,13 @@ def test_anything_else_is_not_a_rating(row: dict[str, Any] | None) -> None:
     assert rating_of(row) is None
 
 
-def test_a_rating_is_stored_only_for_the_user_who_got_the_answer(tmp_path: Path) -> None:
+def test_a_rating_is_stored_once_and_only_for_the_user_who_got_the_answer(tmp_path: Path) -> None:
     router = TierRouter(load_config(adapt_config(tmp_path)))
     tier = logged(router, "What is the capital of France?", "owui:c1:m1", Scope(user="uma"))
     path = tmp_path / "log.db"
     stored = store_rating(path, Rating("owui:c1:m1", "uma", 0.0))
     assert (stored.tier, stored.value) == (tier, 0.0)
+    store_rating(path, Rating("owui:c1:m1", "uma", 0.0))  # Open WebUI saved it again
     with pytest.raises(OutcomeError) as other:
         store_rating(path, Rating("owui:c1:m1", "admin", 1.0))
     assert other.value.status_code == 404
@@ -72,3 +74,23 @@ def test_a_rating_is_stored_only_for_the_user_who_got_the_answer(tmp_path: Path)
         assert [e.good for e in training_examples(conn, "cloud")] == [False]
     finally:
         conn.close()
+
+
+def history(*answers: str, saved: bool = True) -> dict[str, Any]:
+    """Open WebUI's message map: one user message `u` and its answers in order."""
+    children = list(answers if saved else answers[:-1])
+    messages: dict[str, Any] = {"u": {"id": "u", "role": "user", "childrenIds": children}}
+    for a in answers:
+        messages[a] = {"id": a, "role": "assistant", "parentId": "u", "childrenIds": []}
+    if not saved:  # the new answer not written into the chat yet
+        del messages[answers[-1]]
+    return messages
+
+
+def test_a_regeneration_replaces_the_answer_just_before_it() -> None:
+    assert replaced(history("a1"), "a1", "u") is None  # the first answer replaces nothing
+    assert replaced(history("a1", "a2"), "a2", "u") == "a1"
+    assert replaced(history("a1", "a2", "a3"), "a3", "u") == "a2"  # not every earlier one
+    assert replaced(history("a1", "a2", saved=False), "a2", "u") == "a1"  # parent from metadata
+    assert replaced(history("a1", "a2", saved=False), "a2", None) is None  # no way to tell
+    assert replaced({}, "a1", "u") is None
