@@ -621,19 +621,7 @@ def outcome_rows(
         "SELECT o.source, o.value, o.scope, r.tier, r.scope AS decision_scope FROM outcomes o "
         "JOIN requests r ON r.request_id = o.request_id WHERE o.request_id = ? ORDER BY o.id"
     )
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists():
-            with sqlite3.connect(path) as conn:
-                conn.row_factory = sqlite3.Row
-                try:
-                    rows = [dict(r) for r in conn.execute(query, (request_id,))]
-                except sqlite3.OperationalError:  # the writer has not made the tables yet
-                    rows = []
-            if len(rows) >= count:
-                return rows
-        time.sleep(0.2)
-    raise AssertionError(f"fewer than {count} outcomes for {request_id} after {timeout_s}s")
+    return logged_rows(path, query, (request_id,), count, timeout_s)
 
 
 def last_user_text(body: dict[str, Any]) -> Any:
@@ -714,6 +702,13 @@ def long_history(turns: int = 12) -> list[dict[str, str]]:
 
 def decision_rows(path: Path, count: int, timeout_s: float = 20) -> list[dict[str, Any]]:
     """The decision log's rows, oldest first, once `count` of them are written."""
+    return logged_rows(path, "SELECT * FROM requests ORDER BY ts", (), count, timeout_s)
+
+
+def logged_rows(
+    path: Path, query: str, params: tuple[Any, ...], count: int, timeout_s: float
+) -> list[dict[str, Any]]:
+    """The query's rows from the decision log, once there are at least `count` of them."""
     deadline = time.monotonic() + timeout_s
     rows: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
@@ -721,13 +716,13 @@ def decision_rows(path: Path, count: int, timeout_s: float = 20) -> list[dict[st
             with sqlite3.connect(path) as conn:
                 conn.row_factory = sqlite3.Row
                 try:
-                    rows = [dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY ts")]
-                except sqlite3.OperationalError:  # the writer has not made the table yet
+                    rows = [dict(r) for r in conn.execute(query, params)]
+                except sqlite3.OperationalError:  # the writer has not made the tables yet
                     rows = []
             if len(rows) >= count:
                 return rows
         time.sleep(0.2)
-    raise AssertionError(f"{len(rows)} rows in {path} after {timeout_s}s, expected {count}")
+    raise AssertionError(f"{len(rows)} rows of {query!r} after {timeout_s}s, expected {count}")
 
 
 def streamed_text(client: httpx.Client, prompt: str) -> str:
