@@ -24,8 +24,11 @@ REGENERATED = 0.25  # the outcome value of an answer the user regenerated
 
 
 def replaced(messages: Mapping[str, Any], message_id: str, parent_id: str | None) -> str | None:
-    """The answer the new message `message_id` replaces (None: it is the first answer)."""
+    """The answer the new message `message_id` replaces (None: the first answer, or the
+    same answer continued)."""
     current = messages.get(message_id) or {}
+    if current.get("content"):  # "Continue response": the same answer, made longer
+        return None
     parent = messages.get(str(current.get("parentId") or parent_id or "")) or {}
     children = [str(c) for c in parent.get("childrenIds") or []]
     earlier = children[: children.index(message_id)] if message_id in children else children

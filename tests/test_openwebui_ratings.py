@@ -94,3 +94,6 @@ def test_a_regeneration_replaces_the_answer_just_before_it() -> None:
     assert replaced(history("a1", "a2", saved=False), "a2", "u") == "a1"  # parent from metadata
     assert replaced(history("a1", "a2", saved=False), "a2", None) is None  # no way to tell
     assert replaced({}, "a1", "u") is None
+    continued = history("a1", "a2")
+    continued["a2"]["content"] = "The capital is"
+    assert replaced(continued, "a2", "u") is None  # Continue Response: not a new answer
