@@ -87,8 +87,15 @@ class Pipe:
         __request__: Any = None,
         __event_emitter__: Any = None,
         __task__: str | None = None,
+        __metadata__: dict[str, Any] | None = None,
     ) -> Any:
         """Route one chat (or background task) to an installed model and stream it back."""
         return await self.router.pipe(
-            self.valves, body, __user__, __request__, __event_emitter__, __task__
+            self.valves,
+            body,
+            __user__,
+            __request__,
+            __event_emitter__,
+            __task__,
+            metadata=__metadata__,
         )

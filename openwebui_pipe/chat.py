@@ -71,6 +71,7 @@ class Chat:
     first_chunk: float | None = None  # when the first streamed chunk went out
     fell_back: str = ""  # why the decided tier did not answer ("" = it did)
     caller: str | None = None  # who asked, as the health breaker counts callers
+    request_id: str = ""  # Open WebUI's name for the answer (ratings.answer_id), "" = none
     recorded: bool = False
 
     def first_token_ms(self) -> float | None:

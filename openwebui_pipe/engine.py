@@ -7,6 +7,7 @@ reached only through `openwebui_pipe.host`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from openwebui_pipe import host
+from openwebui_pipe import host, regenerations
 from openwebui_pipe.answers import StreamTap, answer_of, describe, usage_of
 from openwebui_pipe.cache_replay import AnswerCache
 from openwebui_pipe.chat import Chat, Route
@@ -29,9 +30,11 @@ from openwebui_pipe.ladder import (
     restrict,
     with_switches,
 )
+from openwebui_pipe.ratings import answer_id
 from openwebui_pipe.recording import Recorder
 from openwebui_pipe.status import Emitter, StatusEmitter, error_reply, fit_note
 from openwebui_pipe.summarizer import Summarizer, summarizer_for
+from tierwise.adapt.store import log_path
 from tierwise.config import TierwiseConfig
 from tierwise.decision import Decision
 from tierwise.faults import Fault, caller_of, classify
@@ -69,6 +72,7 @@ class AutoRouter:
         self.answers = AnswerCache(self.recorder)
         self._routers: dict[str, TierRouter] = {}
         self._setup_cache: tuple[str, Setup] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def pipe(
         self,
@@ -78,8 +82,13 @@ class AutoRouter:
         request: Any,
         emitter: Emitter | None,
         task: str | None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> Any:
-        """Route one chat (or background task) to an installed model and stream it back."""
+        """Route one chat (or background task) to an installed model and stream it back.
+
+        `metadata` is Open WebUI's `__metadata__`: its chat and message ids name the answer
+        in the decision log, so a rating of that message can find its decision.
+        """
         started = time.perf_counter()
         quiet = task or not valves.show_status
         emit = StatusEmitter(None if quiet else emitter)
@@ -98,12 +107,26 @@ class AutoRouter:
             return error_reply(f"internal error ({exc!r}); the server log has the details", task)
         chat = Chat(route, self.recorder.telemetry_for(route.ladder or route.config), started)
         chat.caller = caller_of(Scope(user=str(user.id)))
+        if not task:  # a background task's message id is the chat answer's: never rated
+            chat.request_id = answer_id(metadata)
+            self._note_regeneration(chat, metadata, str(user.id))
         if valves.semantic_cache:
             hit = await self.answers.lookup(chat)
             if hit is not None:
                 return await self.answers.replay(body, chat, hit, emit)
         await emit.detail(route.status)
         return await self._serve(valves, body, chat, request, user, emit)
+
+    def _note_regeneration(
+        self, chat: Chat, metadata: Mapping[str, Any] | None, user_id: str
+    ) -> None:
+        """Beside the chat, not before it: an answer of ours it replaces is a weak "not good"."""
+        config = chat.route.ladder or chat.route.config
+        if not chat.request_id or metadata is None or not config.telemetry.log:
+            return
+        noted = asyncio.create_task(regenerations.note(metadata, user_id, log_path(config)))
+        self._background.add(noted)  # a reference, so the task is not collected mid-way
+        noted.add_done_callback(self._background.discard)
 
     def route(
         self,

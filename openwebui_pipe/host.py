@@ -112,3 +112,27 @@ async def call_model(request: Any, form_data: dict[str, Any], user: Any) -> Atte
     if isinstance(response, Mapping) and response.get("error"):
         return Attempt(False, error=describe(response["error"]))
     return Attempt(True, response)
+
+
+async def feedback_row(feedback_id: str) -> dict[str, Any] | None:
+    """One row of Open WebUI's `feedback` table (thumbs up/down, comments), as a dict."""
+    from open_webui.models.feedbacks import Feedbacks
+
+    found = await Feedbacks.get_feedback_by_id(feedback_id) if feedback_id else None
+    return found.model_dump() if found is not None else None
+
+
+async def function_valves(function_id: str) -> dict[str, Any]:
+    """The saved valves of an installed function ({} when it has none)."""
+    from open_webui.models.functions import Functions
+
+    return dict(await Functions.get_function_valves_by_id(function_id) or {})
+
+
+async def chat_messages(chat_id: str, user_id: str) -> dict[str, Any]:
+    """The messages of this user's own chat, by id ({} when it is not theirs or not saved)."""
+    from open_webui.models.chats import Chats
+
+    chat = await Chats.get_chat_by_id_and_user_id(chat_id, user_id)
+    history = ((chat.chat if chat is not None else None) or {}).get("history") or {}
+    return dict(history.get("messages") or {})

@@ -48,6 +48,7 @@ class InstallResult:
     valves: dict[str, Any] = field(default_factory=dict)
     public: bool = False
     builtin_tools: bool = False
+    ratings: str = ""  # the event function that collects ratings ("" = not installed)
 
     def summary(self) -> str:
         verb = "installed" if self.created else "updated"
@@ -67,12 +68,23 @@ class InstallResult:
             else "model 'auto' is visible to admins; grant users access in Admin -> Models "
             "(or rerun with --public)"
         )
+        lines.append(
+            f"ratings: thumbs up/down on '{self.function_id}' answers are stored as outcomes "
+            f"(function '{self.ratings}'; needs telemetry.log, docs/feedback.md)"
+            if self.ratings
+            else "ratings: not collected (--no-ratings)"
+        )
         return "\n".join(lines)
 
 
 def pipe_source() -> str:
     """The Pipe file shipped with this tierwise."""
-    return resources.files("openwebui_pipe").joinpath("auto_router.py").read_text("utf-8")
+    return function_source("auto_router.py")
+
+
+def function_source(name: str) -> str:
+    """A function file shipped with this tierwise (the Pipe, the ratings event function)."""
+    return resources.files("openwebui_pipe").joinpath(name).read_text("utf-8")
 
 
 def frontmatter_version(source: str) -> str:
@@ -151,22 +163,21 @@ def install(
     public: bool = False,
     builtin_tools: bool = False,
     source: str | None = None,
+    ratings: bool = True,
 ) -> InstallResult:
     """Check everything, then create or update the function, save valves, switch it on."""
     if not function_id.isidentifier():
         raise InstallError(f"--id {function_id!r}: use letters, digits and '_' only")
     api.check_admin()
-    existing = api.get_optional(f"/api/v1/functions/id/{function_id}")
-    if existing is not None and existing.get("type") not in (None, "pipe"):
-        raise InstallError(
-            f"a {existing.get('type')} function already has the id {function_id!r}; "
-            "pick another --id"
-        )
+    existing = existing_function(api, function_id, "pipe", "pick another --id")
     current: dict[str, Any] = {}
     if existing is not None:
         current = api.call("GET", f"/api/v1/functions/id/{function_id}/valves") or {}
     wanted = {**current, **(valves or {})}
     check_valves(wanted, installed_models(api, function_id))
+    ratings_id = f"{function_id}_ratings"
+    remedy = "remove it or rerun with --no-ratings"
+    ratings_existing = existing_function(api, ratings_id, "event", remedy) if ratings else None
     source = source or pipe_source()
     form = {
         "id": function_id,
@@ -174,16 +185,11 @@ def install(
         "content": source,
         "meta": {"description": "tierwise: routes each chat to the cheapest tier fit for it"},
     }
-    if existing is None:
-        api.call("POST", "/api/v1/functions/create", json=form)
-    else:
-        api.call("POST", f"/api/v1/functions/id/{function_id}/update", json=form)
+    put_function(api, form, existing)
     saved: dict[str, Any] = {}
     if valves:
         saved = save_valves(api, function_id, wanted, existing)
-    state = api.call("GET", f"/api/v1/functions/id/{function_id}") or {}
-    if not state.get("is_active"):  # toggle flips: only call it when the function is off
-        api.call("POST", f"/api/v1/functions/id/{function_id}/toggle")
+    switch_on(api, function_id)
     # Open WebUI lists a function's model only after a refresh; the model settings need it.
     api.call("GET", "/api/models?refresh=true")
     set_builtin_tools(api, function_id, builtin_tools)
@@ -196,7 +202,50 @@ def install(
     # Open WebUI serves chats from its cached model list; refresh it so `auto` answers now.
     api.call("GET", "/api/models?refresh=true")
     version = frontmatter_version(source)
-    return InstallResult(function_id, existing is None, version, saved, public, builtin_tools)
+    rated = install_ratings(api, function_id, ratings_existing) if ratings else ""
+    return InstallResult(
+        function_id, existing is None, version, saved, public, builtin_tools, rated
+    )
+
+
+def existing_function(api: OpenWebUI, function_id: str, kind: str, remedy: str) -> Any:
+    """The installed function with this id (None: none yet); refuses one of another kind."""
+    existing = api.get_optional(f"/api/v1/functions/id/{function_id}")
+    if existing is not None and existing.get("type") not in (None, kind):
+        raise InstallError(
+            f"a {existing.get('type')} function already has the id {function_id!r}; {remedy}"
+        )
+    return existing
+
+
+def install_ratings(api: OpenWebUI, pipe_id: str, existing: Any) -> str:
+    """Create or update the event function that stores ratings of the Pipe's answers."""
+    ratings_id = f"{pipe_id}_ratings"
+    form = {
+        "id": ratings_id,
+        "name": ratings_id,
+        "content": function_source("feedback_event.py"),
+        "meta": {"description": f"tierwise: ratings of '{pipe_id}' answers become outcomes"},
+    }
+    put_function(api, form, existing)
+    api.call("POST", f"/api/v1/functions/id/{ratings_id}/valves/update", json={"pipe_id": pipe_id})
+    switch_on(api, ratings_id)
+    return ratings_id
+
+
+def put_function(api: OpenWebUI, form: Mapping[str, Any], existing: Any) -> None:
+    """Create the function, or update its code when it exists."""
+    if existing is None:
+        api.call("POST", "/api/v1/functions/create", json=dict(form))
+    else:
+        api.call("POST", f"/api/v1/functions/id/{form['id']}/update", json=dict(form))
+
+
+def switch_on(api: OpenWebUI, function_id: str) -> None:
+    """Make the function active (a function does nothing until it is)."""
+    state = api.call("GET", f"/api/v1/functions/id/{function_id}") or {}
+    if not state.get("is_active"):  # toggle flips: only call it when the function is off
+        api.call("POST", f"/api/v1/functions/id/{function_id}/toggle")
 
 
 def installed_models(api: OpenWebUI, own_id: str) -> list[dict[str, Any]]:

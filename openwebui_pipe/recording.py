@@ -78,6 +78,7 @@ class Recorder:
                 tokens_out=tokens_out,
                 cache_hit=hit,
                 summarized=chat.fitted is not None and chat.fitted.changed,
+                request_id=chat.request_id,
             )
         except Exception:
             log.exception("tierwise auto: recording the chat failed (ignored)")

@@ -530,6 +530,100 @@ def test_with_builtin_tools_kept_a_browser_chat_goes_where_they_fit(
     assert f"{HPC} (hpc) · long prompt (" in page
 
 
+def test_a_thumbs_down_in_the_browser_reaches_the_decision_log(owui: Stack, tmp_path: Path) -> None:
+    """Uma rates an `auto` answer thumbs-down in the web UI: the ratings event function
+    stores it beside the answer's decision, under Uma's scope; her Regenerate adds a weak
+    "not good" for the same answer. The admin then tries to rate
+    Uma's answer through Open WebUI's API: nothing of it is stored, while the admin's
+    rating of their own answer is."""
+    if binaries() is None:
+        pytest.fail("chromium and chromedriver are missing: run scripts/system-deps.sh")
+
+    from openwebui_pipe.ratings import RETRY_S
+    from tierwise.request import Scope
+
+    log = owui.root / "decisions.db"
+    assert owui.save_valves(config_path=str(owui.root / "ladder-logged.yaml")).status_code == 200
+    question = "What is the capital of Austria?"
+    with chromium(tmp_path / "profile") as driver:
+        sign_in(driver, owui.server.url, "uma@example.org", "uma-pass-123")
+        ask_in_new_chat(driver, owui.server.url, question, f"[local] {question}")
+        chat_id = driver.current_url.rstrip("/").rsplit("/c/", 1)[1]
+        click_last(driver, BAD_RESPONSE)
+        with owui.server.client(owui.user_token) as uma:
+            uma_id = uma.get("/api/v1/auths/").json()["id"]
+            history = uma.get(f"/api/v1/chats/{chat_id}").json()["chat"]["history"]
+        answer_id = f"owui:{chat_id}:{history['currentId']}"
+        (rated,) = outcome_rows(log, answer_id)
+        # Then Uma asks for another answer: a weak "not good" for the one replaced.
+        click_last(driver, REGENERATE)  # opens Open WebUI's regenerate menu
+        click_last(driver, TRY_AGAIN, by="xpath")
+        rated, regenerated = outcome_rows(log, answer_id, count=2)
+    uma_scope = Scope(user=uma_id).key()
+    assert rated["source"] == "rating" and rated["value"] == 0.0
+    assert rated["scope"] == uma_scope and rated["tier"] == "local"
+    assert rated["decision_scope"] == uma_scope  # the answer's own decision row
+    assert regenerated["source"] == "regenerate" and regenerated["value"] == 0.25
+    assert regenerated["scope"] == uma_scope
+    asked = [r for r in ollama_requests(owui.local) if last_user_text(r["body"]) == question]
+    assert len(asked) == 2  # the question, then its regeneration (besides titles and tags)
+    # The admin rates Uma's answer (thumbs up) and, after it, one of their own answers.
+    with owui.server.client() as admin:
+        own_chat, own_message = new_chat(admin, EASY)
+        done = chat(admin, EASY, stream=True, chat_id=own_chat, id=own_message)
+        assert done.status_code == 200, done.text
+        admin_id = admin.get("/api/v1/auths/").json()["id"]
+        for target_chat, message in ((chat_id, history["currentId"]), (own_chat, own_message)):
+            feedback = {
+                "type": "rating",
+                "data": {"rating": 1, "model_id": "auto"},
+                "meta": {"chat_id": target_chat, "message_id": message},
+            }
+            sent = admin.post("/api/v1/evaluations/feedback", json=feedback)
+            assert sent.status_code == 200, sent.text
+    (own,) = outcome_rows(log, f"owui:{own_chat}:{own_message}")
+    assert own["value"] == 1.0 and own["scope"] == Scope(user=admin_id).key()
+    time.sleep(2 * RETRY_S)  # the refused rating's one retry has run by now
+    stored = [(r["source"], r["value"]) for r in outcome_rows(log, answer_id)]
+    assert stored == [("rating", 0.0), ("regenerate", 0.25)]  # nothing of the admin's
+
+
+BAD_RESPONSE = "button[aria-label='Bad Response']"
+REGENERATE = "button[aria-label='Regenerate']"
+TRY_AGAIN = "//*[normalize-space(text())='Try Again']"
+
+
+def click_last(driver: Any, selector: str, by: str = "css selector") -> None:
+    """Click the last element matching `selector` as a user would, once nothing covers it
+    (a tooltip or the rating's comment panel may, for a moment)."""
+    from selenium.common.exceptions import ElementClickInterceptedException
+
+    def clicked(d: Any) -> bool:
+        found = d.find_elements(by, selector)
+        if not found:
+            return False
+        d.execute_script("arguments[0].scrollIntoView({block: 'center'})", found[-1])
+        try:
+            found[-1].click()
+        except ElementClickInterceptedException:
+            return False
+        return True
+
+    wait_for(driver, clicked, timeout_s=60)
+
+
+def outcome_rows(
+    path: Path, request_id: str, count: int = 1, timeout_s: float = 60
+) -> list[dict[str, Any]]:
+    """The outcomes stored for one answer, each with its decision's tier and scope, once
+    there are at least `count`."""
+    query = (
+        "SELECT o.source, o.value, o.scope, r.tier, r.scope AS decision_scope FROM outcomes o "
+        "JOIN requests r ON r.request_id = o.request_id WHERE o.request_id = ? ORDER BY o.id"
+    )
+    return logged_rows(path, query, (request_id,), count, timeout_s)
+
+
 def last_user_text(body: dict[str, Any]) -> Any:
     users = [m for m in body.get("messages", []) if m.get("role") == "user"]
     return users[-1].get("content") if users else None
@@ -608,6 +702,13 @@ def long_history(turns: int = 12) -> list[dict[str, str]]:
 
 def decision_rows(path: Path, count: int, timeout_s: float = 20) -> list[dict[str, Any]]:
     """The decision log's rows, oldest first, once `count` of them are written."""
+    return logged_rows(path, "SELECT * FROM requests ORDER BY ts", (), count, timeout_s)
+
+
+def logged_rows(
+    path: Path, query: str, params: tuple[Any, ...], count: int, timeout_s: float
+) -> list[dict[str, Any]]:
+    """The query's rows from the decision log, once there are at least `count` of them."""
     deadline = time.monotonic() + timeout_s
     rows: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
@@ -615,13 +716,13 @@ def decision_rows(path: Path, count: int, timeout_s: float = 20) -> list[dict[st
             with sqlite3.connect(path) as conn:
                 conn.row_factory = sqlite3.Row
                 try:
-                    rows = [dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY ts")]
-                except sqlite3.OperationalError:  # the writer has not made the table yet
+                    rows = [dict(r) for r in conn.execute(query, params)]
+                except sqlite3.OperationalError:  # the writer has not made the tables yet
                     rows = []
             if len(rows) >= count:
                 return rows
         time.sleep(0.2)
-    raise AssertionError(f"{len(rows)} rows in {path} after {timeout_s}s, expected {count}")
+    raise AssertionError(f"{len(rows)} rows of {query!r} after {timeout_s}s, expected {count}")
 
 
 def streamed_text(client: httpx.Client, prompt: str) -> str:

@@ -4,6 +4,7 @@ status text, valve checks, and the installer's checks (no Open WebUI process nee
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,9 @@ INSTALLED = [
 ]
 
 
-def test_the_file_avoids_import_spellings_open_webui_rewrites() -> None:
-    text = Path(PIPE_FILE).read_text(encoding="utf-8")
+@pytest.mark.parametrize("name", ["auto_router.py", "feedback_event.py"])
+def test_the_file_avoids_import_spellings_open_webui_rewrites(name: str) -> None:
+    text = install.function_source(name)
     for rewritten in ("from utils", "from main", "from config", "from apps"):
         assert rewritten not in text, rewritten
 
@@ -258,7 +260,7 @@ def fake_open_webui(
 ) -> httpx.Client:
     """An in-process stand-in for the endpoints the installer calls, answering as Open WebUI
     0.12.4 does (routers/functions.py, routers/models.py, utils/auth.py)."""
-    state: dict[str, Any] = {"function": None, "valves": {}, "model": None}
+    state: dict[str, Any] = {"functions": {}, "model": None}
 
     def handle(request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -273,32 +275,10 @@ def fake_open_webui(
                     401, json={"detail": "You do not have permission to access this resource."}
                 )
             return httpx.Response(200, json=[])
-        if path == "/api/v1/functions/id/auto" and request.method == "GET":
-            if state["function"] is None:
-                return httpx.Response(
-                    401, json={"detail": "We could not find what you're looking for :/"}
-                )
-            return httpx.Response(200, json=state["function"])
-        if path in ("/api/v1/functions/create", "/api/v1/functions/id/auto/update"):
-            if state["function"] is None:
-                state["function"] = {"id": "auto", "type": "pipe", "is_active": False}
-            state["function"]["content"] = json.loads(request.content)["content"]
-            return httpx.Response(200, json=state["function"])
-        if path == "/api/v1/functions/id/auto/delete":
-            state["function"] = None
-            return httpx.Response(200, json=True)
-        if path == "/api/v1/functions/id/auto/toggle":
-            state["function"]["is_active"] = not state["function"]["is_active"]
-            return httpx.Response(200, json=state["function"])
+        if path.startswith("/api/v1/functions/"):
+            return function_endpoint(request, state["functions"], refuse_valves)
         if path == "/api/models":
             return httpx.Response(200, json={"data": [model("a"), model("auto", pipe={})]})
-        if path == "/api/v1/functions/id/auto/valves":
-            return httpx.Response(200, json=state["valves"])
-        if path == "/api/v1/functions/id/auto/valves/update":
-            if refuse_valves:
-                return httpx.Response(400, json={"detail": "Error updating function valves"})
-            state["valves"] = json.loads(request.content)
-            return httpx.Response(200, json=state["valves"])
         if path == "/api/v1/models/model":
             if state["model"] is None:
                 return httpx.Response(401, json={"detail": "not found"})
@@ -313,6 +293,39 @@ def fake_open_webui(
     return client
 
 
+def function_endpoint(
+    request: httpx.Request, functions: dict[str, dict[str, Any]], refuse_valves: bool
+) -> httpx.Response:
+    """/api/v1/functions/... for any function id, as routers/functions.py answers."""
+    path = request.url.path
+    if path == "/api/v1/functions/create":
+        form = json.loads(request.content)
+        kind = "event" if "class Event" in form["content"] else "pipe"  # as its loader tells
+        functions[form["id"]] = {"id": form["id"], "type": kind, "is_active": False}
+        functions[form["id"]]["content"] = form["content"]
+        return httpx.Response(200, json=functions[form["id"]])
+    found = re.fullmatch(r"/api/v1/functions/id/(\w+)(/[\w/]+)?", path)
+    function = functions.get(found.group(1)) if found else None
+    if found is None or function is None:
+        return httpx.Response(401, json={"detail": "We could not find what you're looking for :/"})
+    action = found.group(2) or ""
+    if action == "/update":
+        function["content"] = json.loads(request.content)["content"]
+    elif action == "/delete":
+        del functions[function["id"]]
+        return httpx.Response(200, json=True)
+    elif action == "/toggle":
+        function["is_active"] = not function["is_active"]
+    elif action == "/valves":
+        return httpx.Response(200, json=function.get("valves", {}))
+    elif action == "/valves/update":
+        if refuse_valves:
+            return httpx.Response(400, json={"detail": "Error updating function valves"})
+        function["valves"] = json.loads(request.content)
+        return httpx.Response(200, json=function["valves"])
+    return httpx.Response(200, json=function)
+
+
 def test_install_creates_enables_saves_valves_and_turns_builtin_tools_off() -> None:
     calls: list[str] = []
     client = fake_open_webui("admin", calls)
@@ -324,6 +337,11 @@ def test_install_creates_enables_saves_valves_and_turns_builtin_tools_off() -> N
     capabilities = client.state["model"]["meta"]["capabilities"]  # type: ignore[attr-defined]
     assert capabilities["builtin_tools"] is False and capabilities["vision"] is True
     assert "built-in tools: off" in result.summary()
+    # Beside it, the event function that stores ratings of its answers, switched on.
+    ratings = client.state["functions"]["auto_ratings"]  # type: ignore[attr-defined]
+    assert ratings["type"] == "event" and ratings["is_active"] is True
+    assert ratings["valves"] == {"pipe_id": "auto"} and "class Event" in ratings["content"]
+    assert "ratings: thumbs up/down on 'auto' answers" in result.summary()
     before = len(calls)
     with pytest.raises(install.InstallError, match="unknown model id 'zz'"):
         install.install(api, valves={"tier_models": "local=zz"})
@@ -339,8 +357,21 @@ def test_a_refused_valves_save_undoes_the_install_and_says_so() -> None:
     api = install.OpenWebUI("http://owui.test", "sk-admin", client=client)
     with pytest.raises(install.InstallError, match=r"refused the valves .*deleted again"):
         install.install(api, valves={"tier_models": "local=a"})
-    assert client.state["function"] is None  # type: ignore[attr-defined]
+    assert client.state["functions"] == {}  # type: ignore[attr-defined]
     assert "POST /api/v1/functions/id/auto/toggle" not in calls  # never switched on
+
+
+def test_ratings_can_be_left_out_and_a_foreign_function_is_not_overwritten() -> None:
+    client = fake_open_webui("admin", [])
+    api = install.OpenWebUI("http://owui.test", "sk-admin", client=client)
+    result = install.install(api, valves={"tier_models": "local=a"}, ratings=False)
+    assert "auto_ratings" not in client.state["functions"]  # type: ignore[attr-defined]
+    assert "ratings: not collected (--no-ratings)" in result.summary()
+    foreign = {"id": "auto_ratings", "type": "filter", "is_active": True, "content": "x"}
+    client.state["functions"]["auto_ratings"] = foreign  # type: ignore[attr-defined]
+    with pytest.raises(install.InstallError, match="a filter function already has the id"):
+        install.install(api)
+    assert client.state["functions"]["auto_ratings"]["content"] == "x"  # type: ignore[attr-defined]
 
 
 def test_install_says_why_a_token_cannot_install() -> None:

@@ -60,8 +60,13 @@ def record_outcome(
     value: float,
     source: str = "feedback",
     ts: float | None = None,
+    repeat: bool = True,
 ) -> Stored:
-    """Store one outcome for the caller's own request; raises OutcomeError otherwise."""
+    """Store one outcome for the caller's own request; raises OutcomeError otherwise.
+
+    repeat=False stores nothing when the request's latest outcome is this one already (a
+    host that reports the same rating again, e.g. when a comment is added to it).
+    """
     if not isinstance(request_id, str) or not request_id.strip() or len(request_id) > 200:
         raise OutcomeError("'id' must be the response id the answer came with (a string)")
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
@@ -78,11 +83,23 @@ def record_outcome(
             "was it answered by the `auto` model?)",
             status_code=404,
         )
+    stored = Stored(request_id, str(row[0]), float(value))
+    if not repeat and _latest(conn, request_id, scope) == (source, float(value)):
+        return stored
     conn.execute(
         "INSERT INTO outcomes (ts, request_id, scope, source, value) VALUES (?, ?, ?, ?, ?)",
         (time.time() if ts is None else ts, request_id, scope, source, float(value)),
     )
-    return Stored(request_id, str(row[0]), float(value))
+    return stored
+
+
+def _latest(conn: sqlite3.Connection, request_id: str, scope: str) -> tuple[str, float] | None:
+    row = conn.execute(
+        "SELECT source, value FROM outcomes WHERE request_id = ? AND scope = ? "
+        "ORDER BY id DESC LIMIT 1",
+        (request_id, scope),
+    ).fetchone()
+    return (str(row[0]), float(row[1])) if row is not None else None
 
 
 def training_examples(conn: sqlite3.Connection, top_tier: str) -> list[Example]:

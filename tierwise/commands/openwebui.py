@@ -37,6 +37,11 @@ def register(sub: Subparsers) -> None:
         action="store_true",
         help="keep Open WebUI's built-in tools on for 'auto' (default: off, see docs/openwebui.md)",
     )
+    install.add_argument(
+        "--no-ratings",
+        action="store_true",
+        help="do not install the event function that stores thumbs up/down (docs/feedback.md)",
+    )
     install.set_defaults(handler=cmd_install)
 
 
@@ -60,6 +65,7 @@ def cmd_install(args: argparse.Namespace) -> int:
             valves=valves,
             public=args.public,
             builtin_tools=args.builtin_tools,
+            ratings=not args.no_ratings,
         )
     except install.InstallError as exc:
         print(f"tierwise openwebui install: {exc}", file=sys.stderr)
