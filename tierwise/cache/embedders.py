@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from tierwise.config import TierwiseConfig
+
+if TYPE_CHECKING:
+    from tierwise.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +43,23 @@ class StaticEmbedder(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+def window_encoder(config: TierwiseConfig) -> Encoder:
+    """The configured encoder with the cache's window; EncoderUnavailable says why not."""
+    from tierwise.encoder import shared_encoder
+
+    window = config.encoder.model_copy(update={"max_tokens": config.cache.window_tokens})
+    return shared_encoder(window)
+
+
 def cache_encoder(config: TierwiseConfig) -> Embedder | None:
     """The encoder the cache matches with: the configured one, with the cache's window.
 
     Without one (no onnxruntime or weights) the cache still answers exact repeats.
     """
-    from tierwise.encoder import EncoderUnavailable, shared_encoder
+    from tierwise.encoder import EncoderUnavailable
 
-    window = config.encoder.model_copy(update={"max_tokens": config.cache.window_tokens})
     try:
-        return shared_encoder(window)
+        return window_encoder(config)
     except EncoderUnavailable as exc:
         log.warning("semantic cache without an encoder (%s): exact repeats only", exc)
         return None

@@ -176,11 +176,11 @@ def scorers_to_evaluate(config: TierwiseConfig) -> dict[str, Scorer]:
 
 def cache_encoder(config: TierwiseConfig, command: str) -> Encoder | None:
     """The encoder with the cache's window; None (after saying why) when it cannot run here."""
-    from tierwise.encoder import EncoderUnavailable, shared_encoder
+    from tierwise.cache.embedders import window_encoder
+    from tierwise.encoder import EncoderUnavailable
 
-    window = config.encoder.model_copy(update={"max_tokens": config.cache.window_tokens})
     try:
-        return shared_encoder(window)
+        return window_encoder(config)
     except EncoderUnavailable as exc:
         print(f"tierwise {command}: {exc}", file=sys.stderr)
         return None
