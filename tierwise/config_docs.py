@@ -20,6 +20,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from tierwise.config_errors import model_in
+
 
 @dataclass(frozen=True)
 class Section:
@@ -69,21 +71,17 @@ def key_rows(model: type[BaseModel], prefix: str = "") -> Iterator[KeyRow]:
 
 
 def _nested_model(annotation: Any) -> tuple[type[BaseModel] | None, str]:
-    """The section model inside an annotation, and how keys below it are written."""
-    if _is_model(annotation):
-        return annotation, ""
+    """The section model inside an annotation, and how keys below it are written:
+    `tiers[].name` for a list of sections, `cache.enabled` for one."""
+    model = model_in(annotation)
+    return model, "[]" if model is not None and _is_list(annotation) else ""
+
+
+def _is_list(annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        for arg in args:
-            model, container = _nested_model(arg)
-            if model is not None:
-                return model, container
-    if origin in (tuple, list) and args and _is_model(args[0]):
-        return args[0], "[]"
-    if origin is dict and len(args) == 2 and _is_model(args[1]):
-        return args[1], ".<name>"
-    return None, ""
+        return any(_is_list(arg) for arg in typing.get_args(annotation))
+    return origin in (tuple, list)
 
 
 def _is_model(value: Any) -> bool:
