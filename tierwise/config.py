@@ -224,6 +224,35 @@ class CascadeConfig(StrictModel):
     judge_timeout_s: float = Field(2.0, gt=0, le=60, description="then keep the learned score")
 
 
+class JudgeConfig(StrictModel):
+    """The LLM judge the hosts supply: a cheap tier rates requests whose score is near an edge.
+
+    When it is asked and how long it is waited for are `cascade.judge_margin` and
+    `cascade.judge_timeout_s`; a timeout, an error or an unreadable answer keeps the score.
+    """
+
+    enabled: bool = Field(
+        False,
+        description="ask the judge tier, through the host (its keys and accounting), to rate "
+        "requests whose score is within cascade.judge_margin of a band edge",
+    )
+    tier: str | None = Field(None, description="the tier that judges; unset: the cheapest tier")
+    max_chars: int = Field(
+        2000, ge=200, le=50_000, description="request text shown to the judge: its head and tail"
+    )
+    cache_ttl_s: float = Field(
+        3600.0, ge=0, description="verdicts kept per caller and request text (0: none kept)"
+    )
+    cache_entries: int = Field(4096, ge=1, description="verdicts kept in memory at most")
+    max_concurrent: int = Field(
+        8, ge=1, description="judge calls in flight at once; beyond, the score stands unjudged"
+    )
+    max_failures: int = Field(
+        3, ge=1, description="failed or timed-out judge calls in a row before a cool-down"
+    )
+    cooldown_s: float = Field(60.0, gt=0, description="ask no judge meanwhile")
+
+
 class ScoringConfig(StrictModel):
     """How a request's complexity score is computed."""
 
@@ -232,6 +261,7 @@ class ScoringConfig(StrictModel):
     )
     bands: Bands = Bands()
     cascade: CascadeConfig = CascadeConfig()
+    judge: JudgeConfig = JudgeConfig()
 
 
 class HealthSettings(StrictModel):
@@ -425,7 +455,19 @@ class TierwiseConfig(StrictModel):
         thresholds = [t.min_score for t in ranked if t.min_score is not None]
         if thresholds != sorted(thresholds):
             raise ValueError("min_score must rise with tier order")
+        judge_tier = self.scoring.judge.tier
+        if judge_tier is not None and judge_tier not in names:
+            raise ValueError(
+                f"scoring.judge.tier {judge_tier!r} is not a configured tier; "
+                f"configured tiers: {', '.join(names)}"
+            )
         return self
+
+    @property
+    def judge_tier(self) -> TierConfig:
+        """The tier the LLM judge asks: scoring.judge.tier, else the cheapest."""
+        name = self.scoring.judge.tier
+        return self.tier(name) if name is not None else self.ranked_tiers[0]
 
     @property
     def ranked_tiers(self) -> tuple[TierConfig, ...]:

@@ -24,6 +24,8 @@ class Decision:
     decided_in_ms: float = 0.0
     task_kind: str | None = None  # Score.task_kind: writing, chat, math, code, ... or None
     notes: dict[str, Any] = field(default_factory=dict)
+    # What the LLM judge did (JudgeOutcome.as_dict()); None when it was not wanted or is off.
+    judge: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +42,7 @@ class Decision:
             "decided_in_ms": round(self.decided_in_ms, 3),
             "task_kind": self.task_kind,
             **({"adapt": self.adapt_trace} if self.adapt_trace else {}),
+            **({"judge": self.judge} if self.judge else {}),
         }
 
     @property
@@ -68,6 +71,7 @@ class Decision:
             decided_in_ms=float(data.get("decided_in_ms") or 0.0),
             task_kind=data.get("task_kind"),
             notes=_notes_of(data.get("adapt")),
+            judge=dict(data["judge"]) if isinstance(data.get("judge"), Mapping) else None,
         )
 
     def short_reason(self) -> str:

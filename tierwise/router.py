@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -14,9 +15,10 @@ from tierwise.decision import Decision
 from tierwise.faults import Fault
 from tierwise.request import ChatRequest
 from tierwise.rules import RoutingError, RoutingState, Signals, build_chain, context_outcome
-from tierwise.scoring.base import Scorer
+from tierwise.scoring.base import Score, Scorer
 from tierwise.scoring.cascade import Judge
 from tierwise.scoring.factory import build_scorer
+from tierwise.scoring.judge import AskJudge, JudgeOutcome, LLMJudge
 from tierwise.signals.shared import signals_for
 from tierwise.signals.vram import NvmlMonitor
 from tierwise.summarize import (
@@ -44,8 +46,11 @@ class TierRouter:
         judge: Judge | None = None,
         summarizer: Summarizer | None = None,
         fitter: ContextFitter | None = None,
+        ask_judge: AskJudge | None = None,
     ) -> None:
-        """`judge`: an adapter's LLM judge for the cascade scorer (see scoring/cascade.py)."""
+        """`judge`: a sync LLM judge for the cascade scorer (see scoring/cascade.py).
+        `ask_judge`: an async host's call to its judge tier, used by adecide() when
+        `scoring.judge.enabled` (see scoring/judge.py)."""
         self.config = config or load_config()
         self.scorer = scorer or build_scorer(self.config, judge=judge)
         adapt = self.config.adapt
@@ -60,11 +65,36 @@ class TierRouter:
         self.summarizer = summarizer
         self.fitter = fitter or ContextFitter(self.config)
         self._nvml: NvmlMonitor | None = None
+        self.llm_judge: LLMJudge | None = None
+        if ask_judge is not None and self.config.scoring.judge.enabled:
+            self.llm_judge = LLMJudge(self.config, ask_judge)
 
-    def decide(self, request: ChatRequest) -> Decision:
-        """Score the request and run the rule chain; raises RoutingError if no tier can serve."""
+    async def adecide(self, request: ChatRequest) -> Decision:
+        """decide() for async hosts, with the LLM judge when one is on: score on a thread,
+        await the judge (bounded by its timeout) if the score is near a band edge, then run
+        the rules on the judged score. Never blocks the event loop."""
+        judge = self.llm_judge
+        if judge is None:
+            return await asyncio.to_thread(self.decide, request)
         started = time.perf_counter()
-        score = self.scorer.score(request)
+        score = await asyncio.to_thread(self.scorer.score, request)
+        score, outcome = await judge.review(request, score)
+        return await asyncio.to_thread(
+            self.decide, request, score=score, judged=outcome, started=started
+        )
+
+    def decide(
+        self,
+        request: ChatRequest,
+        *,
+        score: Score | None = None,
+        judged: JudgeOutcome | None = None,
+        started: float | None = None,
+    ) -> Decision:
+        """Score the request (unless `score` is given) and run the rule chain; raises
+        RoutingError if no tier can serve. `judged`: what the LLM judge did (adecide)."""
+        started = time.perf_counter() if started is None else started
+        score = self.scorer.score(request) if score is None else score
         state = RoutingState(
             request=request,
             score=score,
@@ -74,6 +104,8 @@ class TierRouter:
         )
         if ADAPT_NOTE in request.memo:
             state.notes[ADAPT_NOTE] = request.memo[ADAPT_NOTE]
+        if judged is not None:
+            state.reasons.append(judged.reason)
         for rule in self.chain:
             rule.apply(state)
         chosen = state.pick()
@@ -104,6 +136,7 @@ class TierRouter:
             decided_in_ms=(time.perf_counter() - started) * 1000,
             task_kind=score.task_kind,
             notes=state.notes,
+            judge=judged.as_dict() if judged is not None else None,
         )
 
     def decide_text(self, text: str) -> Decision:

@@ -1,10 +1,11 @@
 """Cascade: the cheapest scorer that is sure decides; the next one is asked otherwise.
 
-heuristic (sub-ms) -> learned (a few ms) -> LLM judge (a callable the adapter supplies, run
-with a timeout). With a heuristic_margin the heuristic decides alone at the extremes of its
-scale (by default it does not: the learned path is as cheap); the judge is asked only when
-the learned score sits near a band edge, and its failure or silence leaves the learned
-score in place.
+heuristic (sub-ms) -> learned (a few ms) -> LLM judge (a sync callable the adapter supplies,
+run on a thread with a timeout; async hosts use scoring/judge.py's LLMJudge through
+TierRouter.adecide instead). With a heuristic_margin the heuristic decides alone at the
+extremes of its scale (by default it does not: the learned path is as cheap); the judge is
+asked only when the learned score sits near a band edge, and its failure or silence leaves
+the learned score in place.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import replace
 from tierwise.config import Bands, CascadeConfig
 from tierwise.request import ChatRequest
 from tierwise.scoring.base import Band, Score, Scorer
+from tierwise.scoring.judge import nearest_edge
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +53,10 @@ class CascadeScorer(Scorer):
             if quick.value <= margin or quick.value >= 1 - margin:
                 return quick
         learned = self.second.score(request)
-        if self.judge is None or self._edge_distance(learned.value) > self.settings.judge_margin:
+        edge = nearest_edge(learned.value, self.bands)
+        if self.judge is None or abs(learned.value - edge) > self.settings.judge_margin:
             return learned
         return self._ask_judge(request, learned)
-
-    def _edge_distance(self, value: float) -> float:
-        return min(abs(value - self.bands.medium), abs(value - self.bands.high))
 
     def _ask_judge(self, request: ChatRequest, fallback: Score) -> Score:
         assert self._pool is not None and self.judge is not None
