@@ -20,6 +20,7 @@ from litellm_plugin.metadata import RECORD_KEY, metadata_of, record_in
 from litellm_plugin.metrics import MetricsPoller, ReplicaLoad, Target, least_loaded
 from litellm_plugin.settings import METRICS_KEY, TIER_KEY, PluginSetup
 from litellm_plugin.steps import Step, load_steps
+from litellm_plugin.tier_call import ask_tier
 from tierwise.cache import SemanticCache, cache_encoder
 from tierwise.decision import Decision
 from tierwise.faults import Fault
@@ -41,6 +42,7 @@ ENDPOINTS = {
 
 
 MEMOS_KEPT = 4096  # requests in flight whose memo the cache backend may ask for
+JUDGE_TOKENS = 16  # a rating, or "Rating: 7" from a chattier model
 
 
 class Engine:
@@ -49,7 +51,7 @@ class Engine:
     def __init__(self, setup: PluginSetup, scorer: Scorer | None = None) -> None:
         self.setup = setup
         self.settings = setup.settings
-        self.router = TierRouter(setup.config, scorer=scorer)
+        self.router = TierRouter(setup.config, scorer=scorer, ask_judge=self.ask_judge)
         self.loads = ReplicaLoad(self.router.signals.gpu)
         self.poller = MetricsPoller(
             self._metrics_targets(),
@@ -145,6 +147,18 @@ class Engine:
     def decide(self, request: ChatRequest) -> Decision:
         """Score and run the rules; raises RoutingError when no tier can take the request."""
         return self.router.decide(request)
+
+    async def adecide(self, request: ChatRequest) -> Decision:
+        """decide() off the event loop, with the LLM judge when `scoring.judge.enabled`."""
+        return await self.router.adecide(request)
+
+    async def ask_judge(self, messages: list[dict[str, str]], request: ChatRequest) -> str:
+        """The core's judge call: the judge tier's deployments, through the proxy's router.
+        No retries: the judge has seconds, and a failed verdict costs nothing (fail-open)."""
+        tier = self.setup.config.judge_tier.name
+        return await ask_tier(
+            self.settings.model_group, tier, messages, JUDGE_TOKENS, "judge", num_retries=0
+        )
 
     def fail_open(self, error: BaseException, where: str) -> Decision:
         """The default tier, when tierwise itself broke: logged, counted, and said in reasons."""

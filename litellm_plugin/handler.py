@@ -17,7 +17,6 @@ Hook by hook (LiteLLM only calls hooks defined on the registered class itself):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from collections.abc import AsyncGenerator
@@ -28,12 +27,12 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from litellm_plugin import attempts, feedback
 from litellm_plugin import cache as answer_cache
-from litellm_plugin.context import is_internal
 from litellm_plugin.engine import Engine, tier_of
 from litellm_plugin.loop_lag import LoopLag
 from litellm_plugin.metadata import metadata_of, record_in
 from litellm_plugin.settings import TIER_KEY, setup_from_proxy_config
 from litellm_plugin.steps import Attempt, ProxyCall
+from litellm_plugin.tier_call import is_internal
 from tierwise.adapt.scorer import ADAPT_NOTE
 from tierwise.faults import Fault, caller_of
 from tierwise.request import RequestError
@@ -89,9 +88,9 @@ class TierwiseHandler(CustomLogger):
             if call.skip_routing:
                 decision = engine.default_decision("answered before routing by a pre-route step")
             else:
-                # Off the event loop: the encoder pass (native code, GIL released) runs on
-                # the other core while the loop keeps serving other requests.
-                decision = await asyncio.to_thread(engine.decide, request)
+                # Off the event loop: scoring runs on a thread (native code, GIL released)
+                # and an LLM judge near a band edge is awaited, never waited on.
+                decision = await engine.adecide(request)
         except (RequestError, RoutingError) as exc:
             raise _bad_request(exc) from None
         except Exception as exc:  # tierwise broke: serve the default tier instead
@@ -209,7 +208,7 @@ class TierwiseHandler(CustomLogger):
             if not self.engine.is_ours(metadata.get("model_group")) or params.get("mock_response"):
                 return
             if is_internal(metadata):
-                return  # tierwise's own summarizer call: not a user request
+                return  # tierwise's own summarizer or judge call: not a user request
             tier = (params.get("model_info") or {}).get(TIER_KEY)
             if not isinstance(tier, str):
                 return

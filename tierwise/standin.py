@@ -6,7 +6,8 @@ routing working; the tests use it as every tier's upstream. Standard library onl
 
 It answers /v1/chat/completions (plain and SSE streaming, usage, tool calls), /v1/models,
 and a vLLM-style /metrics. Tests change its behaviour while it runs via POST /control
-(time to first token, failures, metric values) and read what it received from GET /requests.
+(time to first token, failures, metric values, per-prompt `rules`) and read what it
+received from GET /requests.
 
 Replies are deterministic: "[<name>] " followed by the words of the last user message, so a
 test can tell which tier answered and what it was sent.
@@ -40,6 +41,9 @@ class StubState:
         self.kv_cache_usage = 0.1
         self.waiting = 0
         self.reply: str | None = None  # fixed reply text instead of the echo
+        # [{"contains": text, "reply"/"ttft_ms"/"fail_status": ...}]: the first rule whose
+        # text is in any message of a request overrides those settings for that request.
+        self.rules: list[dict[str, Any]] = []
         # The most recent requests (bounded: `tierwise up` may run for days).
         self.requests: deque[dict[str, Any]] = deque(maxlen=MAX_KEPT_REQUESTS)
         self.lock = threading.Lock()
@@ -55,6 +59,15 @@ class StubState:
 def _words(text: str) -> list[str]:
     parts = text.split()
     return [w + (" " if i < len(parts) - 1 else "") for i, w in enumerate(parts)] or [""]
+
+
+def _rule_for(rules: list[dict[str, Any]], body: dict[str, Any]) -> dict[str, Any]:
+    """The first rule whose `contains` text is in some message of the request, else {}."""
+    texts = [str(m.get("content") or "") for m in body.get("messages") or []]
+    for rule in rules:
+        if any(str(rule.get("contains", "")) in text for text in texts):
+            return rule
+    return {}
 
 
 def last_user_text(body: dict[str, Any]) -> str:
@@ -151,14 +164,18 @@ class Handler(JsonHandler):
         }
         with state.lock:
             state.requests.append(record)
-            ttft, fail = state.ttft_ms, state.fail_status
+            ttft, fail, reply = state.ttft_ms, state.fail_status, state.reply
+            rule = _rule_for(state.rules, body)
+        ttft = rule.get("ttft_ms", ttft)
+        fail = rule.get("fail_status", fail)
+        reply = rule.get("reply", reply)
         if ttft:
             time.sleep(ttft / 1000)
         if fail:
             error = state.fail_message or f"{state.name} failing on purpose"
             self._json(fail, {"error": {"message": error, "type": "stub"}})
             return
-        text = state.reply if state.reply is not None else f"[{state.name}] {last_user_text(body)}"
+        text = reply if reply is not None else f"[{state.name}] {last_user_text(body)}"
         model = body.get("model") or state.models[0]
         prompt_tokens = sum(
             len(str(m.get("content", "")).split()) for m in body.get("messages", [])
