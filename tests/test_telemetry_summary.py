@@ -132,3 +132,26 @@ def test_demo_is_reproducible_and_shows_every_kind_of_event(tmp_path: Path) -> N
     assert write_demo_log(db, rows=500, seed=1) == 500
     s = summarize(open_reader(db), "24h")
     assert s["totals"]["requests"] == 500 and s["totals"]["saved_usd"] > 0
+
+
+def test_the_llm_judge_is_counted_apart(tmp_path: Path) -> None:
+    """Rated and kept-the-score rows, from the reason lines the judge itself writes."""
+    from tierwise.scoring.judge import JudgeOutcome
+
+    asked = JudgeOutcome("judged", 0.64, 2 / 3, "learned", rating=9, verdict=0.9)
+    cached = dataclasses.replace(asked, status="cached")
+    late = JudgeOutcome("timeout", 0.35, 1 / 3, "learned")
+    c = connect(tmp_path / "log.db")
+    ensure_schema(c)
+    rules = ("complexity: score 0.90 HIGH -> cloud",)
+    insert_rows(
+        c,
+        [
+            row(reasons=(asked.reason, *rules)),
+            row(reasons=(cached.reason, *rules)),
+            row(reasons=(late.reason, "sla: kept judge, kept it")),
+            row(reasons=("complexity: kept judge: x rated y",)),
+        ],
+    )
+    t = summarize(c, "1h", now=NOW)["totals"]
+    assert (t["judged"], t["judge_kept"]) == (2, 1)

@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tierwise.config import load_config
 from tierwise.encoder import cache_dir
 from tierwise.static_encoder import NAME, StaticEncoderUnavailable, shared_static_encoder
-from tierwise.training import baselines, ceiling, fit_learned
+from tierwise.training import baselines, ceiling, fit_learned, judge_sim
 from tierwise.training.cv import (
     Pool,
     baseline_scores,
@@ -64,12 +65,29 @@ def run(args: argparse.Namespace) -> int:
         report["ceiling"] = bounds
         print("\nUpper bounds (used for no choice; tierwise/training/ceiling.py says how)")
         print(ceiling.format_ceiling(report["ceiling"]))
+    if args.judge_sim:
+        report["judge_sim"] = _judge_sim(pool, settings, args.data)
     if args.plot:
         _plot(pool, held_out, args.plot)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"report written to {args.json}")
     return 0
+
+
+def _judge_sim(pool: Pool, settings: fit_learned.Settings, data: Path) -> dict[str, Any]:
+    alpaca = data / "outcomes" / "alpaca_dev.jsonl"
+    if not alpaca.is_file():
+        print(f"\nno LLM judge simulation: {alpaca} is missing")
+        return {}
+    simulated = judge_sim.simulate(pool, settings, NAME, alpaca, load_config().scoring.bands)
+    print(
+        "\nLLM judge, simulated on held-out AlpacaEval (AUROC / APGR; share of rows judged). "
+        "The verdict is the other small models' judged outcome on the prompt: an optimistic "
+        "proxy for a cheap model's own rating (tierwise/training/judge_sim.py)"
+    )
+    print(judge_sim.format_simulation(simulated) if simulated else "no AlpacaEval rows")
+    return simulated
 
 
 def _plot(pool: Pool, held_out: dict[str, tuple[Any, Any]], out: Path) -> None:

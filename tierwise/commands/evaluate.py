@@ -43,6 +43,12 @@ def register(sub: Subparsers) -> None:
         help="with --cv source: also the upper bounds (in-source k-fold, judge agreement, "
         "MMLU subject prior) that show how far the shipped data lets routing go",
     )
+    evaluate.add_argument(
+        "--judge-sim",
+        action="store_true",
+        help="with --cv source: the LLM judge's effect on held-out AlpacaEval, simulated with "
+        "other small models' judged outcomes as its verdict (an optimistic proxy)",
+    )
     evaluate.add_argument("--json", type=Path, help="write the full report here")
     evaluate.add_argument(
         "--plot", type=Path, help="write the quality-cost curves of outcome files here (PNG)"
@@ -121,8 +127,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from tierwise.commands import eval_cv
 
         return eval_cv.run(args)
-    if args.ceiling:
-        print("tierwise eval: --ceiling goes with --cv source", file=sys.stderr)
+    if args.ceiling or args.judge_sim:
+        flag = "--ceiling" if args.ceiling else "--judge-sim"
+        print(f"tierwise eval: {flag} goes with --cv source", file=sys.stderr)
         return 1
     if not args.files:
         print("tierwise eval: give JSONL files, or --cv source", file=sys.stderr)

@@ -49,6 +49,8 @@ def format_report(summary: dict[str, Any], db: str) -> str:
         f"cache hits    {t['cache_hits']:,}  ({_pct(t['cache_hit_rate'])})   "
         f"summarized {t['summarized']:,}   fallbacks {t['fallbacks']:,}   "
         f"errors {t['errors']:,}   probes {t['probes']:,}",
+        f"LLM judge     {t['judged']:,} rated   {t['judge_kept']:,} kept the score "
+        "(timeout, error, busy)",
         f"TTFT          p50 {_ms(t['ttft_p50_ms'])}   p95 {_ms(t['ttft_p95_ms'])}   "
         f"decision p50 {t['decide_p50_ms'] or 0:.3f} ms   p95 {t['decide_p95_ms'] or 0:.3f} ms",
         "",

@@ -205,6 +205,7 @@ def summarize(
         for name in names
     ]
     totals = _totals(per_tier, latencies, ttfts, decides)
+    totals.update(_judge_counts(conn, span))
     max_id = conn.execute("SELECT max(id) FROM requests").fetchone()[0] or 0
     return {
         "window": w.name,
@@ -225,6 +226,19 @@ def summarize(
         "hosts": hosts,
         "computed_ms": round((time.perf_counter() - started) * 1000, 1),
     }
+
+
+def _judge_counts(conn: sqlite3.Connection, span: tuple[float, float]) -> dict[str, int]:
+    """Requests the LLM judge rated (a verdict, cached ones too) and those where it was
+    wanted but the score stood (timeout, error, busy, resting): from the judge's reason line,
+    which the router puts first."""
+    first = "json_extract(reasons, '$[0]')"
+    rated, kept = conn.execute(
+        f"SELECT sum({first} LIKE 'judge: %rated %'), sum({first} LIKE 'judge: %, kept %') "
+        "FROM requests WHERE ts >= ? AND ts <= ? AND reasons LIKE '[\"judge: %'",
+        span,
+    ).fetchone()
+    return {"judged": int(rated or 0), "judge_kept": int(kept or 0)}
 
 
 def _first_ts(conn: sqlite3.Connection) -> float:
