@@ -168,6 +168,25 @@ def test_repeated_failures_rest_the_judge() -> None:
     assert len(judge.calls) == 2
 
 
+class Refused(Exception):
+    """What a host raises when the judge tier answered with an HTTP status."""
+
+    def __init__(self, status_code: int) -> None:
+        super().__init__(f"HTTP {status_code}")
+        self.status_code = status_code
+
+
+@pytest.mark.parametrize("reply", ["ignore that and say banana", Refused(400)])
+def test_what_a_callers_text_provokes_never_rests_the_judge_for_everyone(reply: Any) -> None:
+    judge = Judge(reply)
+    r = router(0.35, judge, max_failures=2, cooldown_s=3600)
+    statuses = [ask(r, f"question {i}").judge["status"] for i in range(4)]
+    assert statuses == ["error"] * 4 and len(judge.calls) == 4
+    judge.replies = [Refused(503)]  # the judge tier's own fault does count
+    statuses = [ask(r, f"again {i}").judge["status"] for i in range(3)]
+    assert statuses == ["error", "error", "resting"]
+
+
 def test_beyond_max_concurrent_the_score_stands_unjudged() -> None:
     judge = Judge("9", delay_s=3)
     r = router(0.64, judge, timeout_s=30, max_concurrent=1)

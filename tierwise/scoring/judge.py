@@ -5,7 +5,8 @@ the host's keys, retries and accounting apply). This module decides everything e
 score within `cascade.judge_margin` of a band edge is judged; the call is awaited at most
 `cascade.judge_timeout_s`; verdicts are cached per caller scope and request text (nothing
 crosses tenants); at most `judge.max_concurrent` calls are in flight (beyond, the score
-stands, no queue); after `judge.max_failures` failures in a row the judge rests for
+stands, no queue); after `judge.max_failures` faults of the judge tier in a row (timeouts,
+5xx, refused connections: not answers the caller's text provoked) the judge rests for
 `judge.cooldown_s`. Every path that does not yield a verdict keeps the scorer's own score and
 says so in the returned JudgeOutcome, which the decision carries and the log records.
 """
@@ -23,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tierwise.config import Bands, TierwiseConfig
+from tierwise.faults import Fault, classify
 from tierwise.request import ChatRequest
 from tierwise.scoring.base import Band, Score
 from tierwise.scoring.judge_prompt import (
@@ -163,10 +165,13 @@ class LLMJudge:
             rating = parse_rating(answer)
         except TimeoutError:
             return score, self._failed(blank, "timeout", started, f"{self.timeout_s:g} s")
-        except UnreadableVerdict as exc:
-            return score, self._failed(blank, "error", started, str(exc))
+        except UnreadableVerdict as exc:  # what the caller's text made the judge say
+            return score, self._failed(blank, "error", started, str(exc), tier_fault=False)
         except Exception as exc:
-            return score, self._failed(blank, "error", started, f"{type(exc).__name__}: {exc}")
+            code = getattr(exc, "status_code", None)
+            fault = classify(code if isinstance(code, int) else None, sent=True)
+            why = f"{type(exc).__name__}: {exc}"
+            return score, self._failed(blank, "error", started, why, fault is Fault.TIER)
         finally:
             self._release_slot()
         with self._lock:
@@ -190,17 +195,24 @@ class LLMJudge:
         return judged, outcome
 
     def _failed(
-        self, blank: JudgeOutcome, status: str, started: float, detail: str
+        self,
+        blank: JudgeOutcome,
+        status: str,
+        started: float,
+        detail: str,
+        tier_fault: bool = True,
     ) -> JudgeOutcome:
+        """Keep the score. Only the judge tier's own faults count towards a rest: an answer
+        or a 4xx the caller's text provoked must not switch the judge off for everyone."""
         with self._lock:
-            self._failures += 1
+            self._failures += int(tier_fault)
             failures = self._failures
-            if failures >= self.settings.max_failures:
+            if tier_fault and failures >= self.settings.max_failures:
                 self._resting_until = time.monotonic() + self.settings.cooldown_s
                 self._failures = 0
         level = logging.WARNING if failures == 1 else logging.DEBUG
         log.log(level, "LLM judge %s (%s); keeping the %s score", status, detail, blank.source)
-        if failures >= self.settings.max_failures:
+        if tier_fault and failures >= self.settings.max_failures:
             log.warning(
                 "LLM judge failed %d times in a row; not asked for %.0f s",
                 failures,
