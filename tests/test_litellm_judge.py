@@ -106,8 +106,8 @@ def test_a_near_edge_request_is_judged_by_the_cheapest_tier_and_routed_by_the_ve
     assert call["messages"][0]["content"] == INSTRUCTIONS and NEAR in str(call["messages"][1])
     assert call["max_tokens"] == 16 and call["temperature"] == 0
     tiers["local"].control(rules=judge_rule(reply="Rating: 2"))
-    low = post(service, NEAR, "ann-2")
-    assert answer(low) == f"[local] {NEAR}" and "rated 2/10" in low.headers["x-tierwise-reason"]
+    low = post(service, NEAR, "ann-2")  # the band below the edge it was asked about
+    assert answer(low) == f"[hpc] {NEAR}" and "rated 2/10" in low.headers["x-tierwise-reason"]
 
 
 def test_a_far_from_edge_request_is_not_judged(
@@ -142,7 +142,7 @@ def test_the_verdict_cache_is_per_caller(
     assert len(judge_calls(tiers["local"])) == 1
     tiers["local"].control(rules=judge_rule(reply="1"))
     other = post(service, NEAR, "gus")  # same text, another caller: judged afresh
-    assert answer(other) == f"[local] {NEAR}"
+    assert answer(other) == f"[hpc] {NEAR}" and "rated 1/10" in other.headers["x-tierwise-reason"]
     assert len(judge_calls(tiers["local"])) == 2
 
 

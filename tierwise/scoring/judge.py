@@ -38,11 +38,23 @@ from tierwise.scoring.judge_prompt import (
 log = logging.getLogger(__name__)
 
 AskJudge = Callable[[list[dict[str, str]], ChatRequest], Awaitable[str]]
+EDGE_GAP = 0.005  # a settled verdict stays this far below the next band's edge
 
 
 def nearest_edge(value: float, bands: Bands) -> float:
     """The band edge closest to a score."""
     return min((bands.medium, bands.high), key=lambda edge: abs(value - edge))
+
+
+def settle(verdict: float, edge: float, bands: Bands) -> float:
+    """The verdict kept to the two bands either side of the edge the judge was asked about.
+
+    The judge settles which side of that edge a request falls on; it cannot move a request
+    two bands (a caller who talks the judge into a 10 gains one tier at most).
+    """
+    low = 0.0 if edge == bands.medium else bands.medium
+    high = bands.high - EDGE_GAP if edge == bands.medium else 1.0
+    return min(max(verdict, low), high)
 
 
 @dataclass(frozen=True)
@@ -183,7 +195,7 @@ class LLMJudge:
     def _judged(
         self, score: Score, outcome: JudgeOutcome, rating: float
     ) -> tuple[Score, JudgeOutcome]:
-        value = rating_score(rating, self.bands)
+        value = settle(rating_score(rating, self.bands), outcome.edge, self.bands)
         outcome = replace(outcome, rating=rating, verdict=value)
         judged = Score(
             value,

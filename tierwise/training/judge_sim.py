@@ -5,7 +5,7 @@ source, as in the CV table), rows whose learned score lies within `judge_margin`
 edge take a stand-in verdict: the other small models' judged outcome on the same prompt
 (1 - their mean GPT-4-Turbo preference against GPT-4-Turbo's answer; the 1B model itself,
 whose flag is the target, is left out), read as a 1-10 rating and mapped to a score exactly
-as the hosts' judge answer is (scoring/judge_prompt.rating_score).
+as the hosts' judge answer is (rating_score, then settle: one band either side of the edge).
 
 This is an optimistic proxy: it is how other models actually fared, judged by a strong
 model, not a small model's guess about a request it has not answered. The hosts' real judge
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from tierwise.config import Bands
-from tierwise.scoring.judge import nearest_edge
+from tierwise.scoring.judge import nearest_edge, settle
 from tierwise.scoring.judge_prompt import rating_score
 from tierwise.training import fit_learned
 from tierwise.training.cv import Pool
@@ -93,7 +93,10 @@ def judge_figures(
     for margin in margins:
         near = (np.abs(unit - edges) <= margin) & ~np.isnan(rating)
         judged = unit.copy()
-        judged[near] = [rating_score(float(r), bands) for r in rating[near]]
+        judged[near] = [
+            settle(rating_score(float(r), bands), float(e), bands)
+            for r, e in zip(rating[near], edges[near], strict=True)
+        ]
         report = outcome_report(judged.tolist(), weak, strong)
         out[f"margin {margin:g}"] = {
             "judged_share": round(float(near.mean()), 4),
