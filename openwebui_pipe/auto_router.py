@@ -52,6 +52,11 @@ class Pipe:
         summarize: bool = Field(
             False, description="Summarize long chats to fit the chosen tier's window."
         )
+        llm_judge: bool = Field(
+            False,
+            description="Ask the cheapest model to rate chats whose score sits near a band "
+            "edge (adds that call's time to those chats).",
+        )
         show_status: bool = Field(True, description="Show tier, model and reason above replies.")
 
         @model_validator(mode="after")

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,7 +34,7 @@ from openwebui_pipe.ladder import (
 from openwebui_pipe.ratings import answer_id
 from openwebui_pipe.recording import Recorder
 from openwebui_pipe.status import Emitter, StatusEmitter, error_reply, fit_note
-from openwebui_pipe.summarizer import Summarizer, summarizer_for
+from openwebui_pipe.summarizer import Summarizer, judge_for, summarizer_for
 from tierwise.adapt.store import log_path
 from tierwise.config import TierwiseConfig
 from tierwise.decision import Decision
@@ -41,6 +42,7 @@ from tierwise.faults import Fault, caller_of, classify
 from tierwise.request import ChatRequest, RequestError, Scope
 from tierwise.router import TierRouter
 from tierwise.rules import RoutingError, Signals
+from tierwise.scoring.judge import AskJudge
 from tierwise.summarize import Fitted
 
 log = logging.getLogger("tierwise.openwebui")
@@ -57,9 +59,26 @@ class ValveSettings(Protocol):
     fallback: bool
     semantic_cache: bool
     summarize: bool
+    llm_judge: bool
     show_status: bool
 
     def model_dump(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class Judging:
+    """What the LLM judge's call needs from this chat: Open WebUI's request and the user."""
+
+    request: Any
+    user: Any
+
+    def ask(self, config: TierwiseConfig) -> AskJudge | None:
+        if not config.scoring.judge.enabled:
+            return None
+        names = {t.name for t in config.tiers}
+        wanted = config.scoring.judge.tier
+        tier = config.tier(wanted) if wanted in names else config.ranked_tiers[0]
+        return judge_for(self.request, self.user, tier.models[0])
 
 
 class AutoRouter:
@@ -96,7 +115,8 @@ class AutoRouter:
             user = await host.user_of(user_info)
             installed = await host.installed_models(request, user, own_id=_own_id(body))
             allowed = await host.allowed_ids(installed, user)
-            route = self.route(valves, body, installed, allowed, user.id, task=task)
+            judge = Judging(request, user)
+            route = await self.route(valves, body, installed, allowed, user.id, task, judge)
         except (SetupError, RequestError, RoutingError) as exc:
             await emit.final(f"tierwise: {exc}")
             return error_reply(str(exc), task)
@@ -128,7 +148,7 @@ class AutoRouter:
         self._background.add(noted)  # a reference, so the task is not collected mid-way
         noted.add_done_callback(self._background.discard)
 
-    def route(
+    async def route(
         self,
         valves: ValveSettings,
         body: Mapping[str, Any],
@@ -136,8 +156,12 @@ class AutoRouter:
         allowed: set[str],
         user_id: str,
         task: str | None,
+        judging: Judging | None = None,
     ) -> Route:
-        """The tiers to try for this chat, narrowed to the models this user may use."""
+        """The tiers to try for this chat, narrowed to the models this user may use.
+
+        With the LLM judge on, a score near a band edge is rated by the judge tier's model
+        (the cheapest this user may use when the judge tier is not theirs), as this user."""
         setup = self.setup(valves, installed)
         mine = restrict(setup.config, allowed)
         if mine is None:
@@ -151,10 +175,11 @@ class AutoRouter:
             tiers = ladder if valves.fallback else ladder[:1]
             return Route(mine, None, None, tiers, ladder=setup.config)
         request = ChatRequest.from_openai(body, scope=Scope(user=user_id))
-        decision = self.router(mine).decide(request)
+        ask = judging.ask(mine) if judging is not None else None
+        decision = await self.router(mine).adecide(request, ask)
         wanted = None
         if len(mine.tiers) < len(setup.config.tiers):  # this user may not use every tier
-            full = self.router(setup.config).decide(request)
+            full = await self.router(setup.config).adecide(request, ask)
             if full.tier not in {t.name for t in mine.tiers}:
                 wanted = full
         tiers = [decision.tier]
@@ -319,7 +344,9 @@ class AutoRouter:
         )
         if self._setup_cache is None or self._setup_cache[0] != key:
             setup = build_setup(
-                with_switches(base_config(path), valves.semantic_cache, valves.summarize),
+                with_switches(
+                    base_config(path), valves.semantic_cache, valves.summarize, valves.llm_judge
+                ),
                 parse_tier_models(valves.tier_models),
                 parse_thresholds(valves.thresholds),
                 installed,

@@ -216,13 +216,18 @@ def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def with_switches(config: TierwiseConfig, semantic_cache: bool, summarize: bool) -> TierwiseConfig:
-    """The config with the valves' switches applied: the valves turn the semantic cache and
-    summarization on or off; the config's `cache:` and `summarize:` sections give the rest."""
+def with_switches(
+    config: TierwiseConfig, semantic_cache: bool, summarize: bool, llm_judge: bool = False
+) -> TierwiseConfig:
+    """The config with the valves' switches applied: the valves turn the semantic cache,
+    summarization and the LLM judge on or off; the config's `cache:`, `summarize:` and
+    `scoring:` sections give the rest."""
+    judge = config.scoring.judge.model_copy(update={"enabled": llm_judge})
     return config.model_copy(
         update={
             "cache": config.cache.model_copy(update={"enabled": semantic_cache}),
             "summarize": config.summarize.model_copy(update={"enabled": summarize}),
+            "scoring": config.scoring.model_copy(update={"judge": judge}),
         }
     )
 

@@ -3,6 +3,7 @@ status text, valve checks, and the installer's checks (no Open WebUI process nee
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -414,7 +415,7 @@ def routed(ladder_file: str, allowed: set[str], task: str | None = None, **valve
         **valves,
     )
     body = {"model": "auto", "messages": [{"role": "user", "content": HARD}]}
-    return pipe.router.route(pipe.valves, body, INSTALLED, allowed, "user-1", task=task)
+    return asyncio.run(pipe.router.route(pipe.valves, body, INSTALLED, allowed, "user-1", task))
 
 
 def test_route_caps_a_user_at_the_tiers_they_may_use_and_says_so(ladder_file: str) -> None:

@@ -28,6 +28,11 @@ from openwebui_pipe import auto_router as ar
 from openwebui_pipe.ladder import SetupError
 from tests.conftest import REPO
 from tierwise.cache import CacheHit, SemanticCache
+from tierwise.config import load_config
+from tierwise.request import ChatRequest
+from tierwise.scoring import judge_prompt
+from tierwise.scoring.factory import build_scorer
+from tierwise.scoring.judge import nearest_edge
 
 LOCAL, HPC, CLOUD = "llama3.2:1b", "qwen-hpc", "gpt-4o"
 INSTALLED = [
@@ -62,10 +67,14 @@ class FakeOpenWebUI:
     error_body: set[str] = field(default_factory=set)  # HTTP 200 with an error body
     finish_reason: str = "stop"
     tool_call: bool = False
+    judge_reply: str = "9"  # what the LLM judge's model answers
     chunk_bytes: int = 7  # the stream is cut into pieces this long, lines split anywhere
 
     def chats(self) -> list[dict[str, Any]]:
-        return [f for _, f in self.calls if not is_summarizer_call(f)]
+        return [f for _, f in self.calls if not is_summarizer_call(f) and not is_judge_call(f)]
+
+    def judge_calls(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(user, f) for user, f in self.calls if is_judge_call(f)]
 
     def summarizer_calls(self) -> list[dict[str, Any]]:
         return [f for _, f in self.calls if is_summarizer_call(f)]
@@ -82,6 +91,8 @@ class FakeOpenWebUI:
             return host.Attempt(False, error=f"{model}: model not loaded")
         if is_summarizer_call(form):
             text = SUMMARY
+        elif is_judge_call(form):
+            text = self.judge_reply
         else:
             text = f"[{model}] {form['messages'][-1]['content']}"
         usage = {"prompt_tokens": 11, "completion_tokens": len(text.split())}
@@ -116,6 +127,10 @@ class FakeOpenWebUI:
 
 def is_summarizer_call(form: dict[str, Any]) -> bool:
     return str(form["messages"][0].get("content", "")).startswith("You keep a running summary")
+
+
+def is_judge_call(form: dict[str, Any]) -> bool:
+    return str(form["messages"][-1].get("content", "")).endswith(judge_prompt.ASK)
 
 
 @pytest.fixture
@@ -641,3 +656,71 @@ def test_the_valves_switch_the_config_sections(ladder: Path) -> None:
     config = pipe.router.setup(pipe.valves, INSTALLED).config
     assert config.cache.enabled and not config.summarize.enabled
     assert config.cache.directory == str(ladder.parent / "answers")  # the rest from the YAML
+
+
+# -- the LLM judge ----------------------------------------------------------------------------
+
+NEAR = "Write a function that parses a CSV file and computes column averages."
+
+
+MODELS = {"local": LOCAL, "hpc": HPC, "cloud": CLOUD}
+
+
+@dataclass
+class Judged:
+    ladder: Path
+    below: str  # the model of the band under NEAR's nearest edge
+    above: str  # ... and over it
+    unjudged: str  # the model NEAR's own score routes to
+
+
+@pytest.fixture
+def judged(ladder: Path) -> Judged:
+    """The ladder with a judge margin that reaches NEAR but not EASY (scored here, with the
+    ladder's own scorer), and the models either side of NEAR's nearest band edge."""
+    config = yaml.safe_load(ladder.read_text())
+    settings = load_config(config)
+    bands = settings.scoring.bands
+    scorer = build_scorer(settings)
+    near, far = (scorer.score(ChatRequest.from_text(t)).value for t in (NEAR, EASY))
+    edge = nearest_edge(near, bands)
+    margin = abs(near - edge) + 0.02
+    assert abs(far - nearest_edge(far, bands)) > margin
+    config["scoring"]["cascade"] = {"judge_margin": margin, "judge_timeout_s": 30}
+    ladder.write_text(yaml.safe_dump(config))
+    below, above = ("local", "hpc") if edge == bands.medium else ("hpc", "cloud")
+    unjudged = above if near >= edge else below
+    return Judged(ladder, MODELS[below], MODELS[above], MODELS[unjudged])
+
+
+def test_the_judge_rates_near_edge_chats_as_the_user_and_the_verdict_routes(
+    judged: Judged, owui: FakeOpenWebUI
+) -> None:
+    owui.access["bob"] = {LOCAL, HPC, CLOUD}
+    pipe = make_pipe(judged.ladder, llm_judge=True)
+    owui.judge_reply = "1"
+    assert ask(pipe, NEAR).text == f"[{judged.below}] {NEAR}"
+    ((user, form),) = owui.judge_calls()
+    assert user == "ada"  # called as the user: Open WebUI's access control applies
+    assert form["model"] == LOCAL and form["max_tokens"] == 16 and NEAR in str(form["messages"])
+    reason = json.loads(rows(pipe, judged.ladder.parent / "decisions.db")[0]["reasons"])[0]
+    assert reason.startswith("judge: ") and "rated 1/10" in reason
+    owui.judge_reply = "Rating: 10"
+    assert ask(pipe, NEAR, user="bob").text == f"[{judged.above}] {NEAR}"
+    assert [u for u, _ in owui.judge_calls()] == ["ada", "bob"]  # no verdict crosses users
+    assert ask(pipe, NEAR).text == f"[{judged.below}] {NEAR}"  # ada's own verdict, cached
+    assert ask(pipe, EASY).text == f"[{LOCAL}] {EASY}"  # far from every edge
+    assert len(owui.judge_calls()) == 2
+
+
+def test_a_failing_judge_keeps_the_score_and_the_valve_turns_it_off(
+    judged: Judged, owui: FakeOpenWebUI
+) -> None:
+    owui.judge_reply = "no idea, sorry"
+    pipe = make_pipe(judged.ladder, llm_judge=True)
+    assert ask(pipe, NEAR).text == f"[{judged.unjudged}] {NEAR}"
+    reason = json.loads(rows(pipe, judged.ladder.parent / "decisions.db")[0]["reasons"])[0]
+    assert reason.startswith("judge: unreadable or failed answer, kept ")
+    calls = len(owui.judge_calls())
+    assert ask(make_pipe(judged.ladder), NEAR).text == f"[{judged.unjudged}] {NEAR}"
+    assert len(owui.judge_calls()) == calls  # the valve is off: no judge

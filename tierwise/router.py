@@ -50,7 +50,7 @@ class TierRouter:
     ) -> None:
         """`judge`: a sync LLM judge for the cascade scorer (see scoring/cascade.py).
         `ask_judge`: an async host's call to its judge tier, used by adecide() when
-        `scoring.judge.enabled` (see scoring/judge.py)."""
+        `scoring.judge.enabled` and the call brings none of its own (see scoring/judge.py)."""
         self.config = config or load_config()
         self.scorer = scorer or build_scorer(self.config, judge=judge)
         adapt = self.config.adapt
@@ -65,20 +65,22 @@ class TierRouter:
         self.summarizer = summarizer
         self.fitter = fitter or ContextFitter(self.config)
         self._nvml: NvmlMonitor | None = None
-        self.llm_judge: LLMJudge | None = None
-        if ask_judge is not None and self.config.scoring.judge.enabled:
-            self.llm_judge = LLMJudge(self.config, ask_judge)
+        self.llm_judge = LLMJudge(self.config) if self.config.scoring.judge.enabled else None
+        self._ask_judge = ask_judge
 
-    async def adecide(self, request: ChatRequest) -> Decision:
-        """decide() for async hosts, with the LLM judge when one is on: score on a thread,
-        await the judge (bounded by its timeout) if the score is near a band edge, then run
-        the rules on the judged score. Never blocks the event loop."""
-        judge = self.llm_judge
-        if judge is None:
+    async def adecide(self, request: ChatRequest, ask_judge: AskJudge | None = None) -> Decision:
+        """decide() for async hosts, with the LLM judge when `scoring.judge.enabled`: score
+        on a thread, await the judge (bounded by its timeout) if the score is near a band
+        edge, then run the rules on the judged score. Never blocks the event loop.
+
+        `ask_judge`: this request's call to the judge tier (e.g. as its user), else the
+        router's own; with neither, no judge is asked."""
+        judge, ask = self.llm_judge, ask_judge or self._ask_judge
+        if judge is None or ask is None:
             return await asyncio.to_thread(self.decide, request)
         started = time.perf_counter()
         score = await asyncio.to_thread(self.scorer.score, request)
-        score, outcome = await judge.review(request, score)
+        score, outcome = await judge.review(request, score, ask)
         return await asyncio.to_thread(
             self.decide, request, score=score, judged=outcome, started=started
         )

@@ -138,14 +138,17 @@ class VerdictCache:
 
 
 class LLMJudge:
-    """Reviews a score near a band edge by asking the host's judge tier; fail-open."""
+    """Reviews a score near a band edge by asking the host's judge tier; fail-open.
 
-    def __init__(self, config: TierwiseConfig, ask: AskJudge) -> None:
+    One per router: the verdict cache, the concurrency cap and the rest after failures are
+    shared by every request it reviews, whichever host call (`ask`) each one brings.
+    """
+
+    def __init__(self, config: TierwiseConfig) -> None:
         self.settings = config.scoring.judge
         self.margin = config.scoring.cascade.judge_margin
         self.timeout_s = config.scoring.cascade.judge_timeout_s
         self.bands = config.scoring.bands
-        self.ask = ask
         self.cache = VerdictCache(self.settings.cache_ttl_s, self.settings.cache_entries)
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -156,7 +159,9 @@ class LLMJudge:
         """Near enough to a band edge for the judge's word to matter."""
         return abs(score.value - nearest_edge(score.value, self.bands)) <= self.margin
 
-    async def review(self, request: ChatRequest, score: Score) -> tuple[Score, JudgeOutcome | None]:
+    async def review(
+        self, request: ChatRequest, score: Score, ask: AskJudge
+    ) -> tuple[Score, JudgeOutcome | None]:
         """The judged score and what happened, or the score unchanged and None when the
         judge is not wanted (far from an edge, nothing to rate)."""
         text = judge_text(request, self.settings.max_chars)
@@ -173,7 +178,7 @@ class LLMJudge:
             return score, replace(blank, status=status)
         started = time.perf_counter()
         try:
-            answer = await asyncio.wait_for(self.ask(judge_messages(text), request), self.timeout_s)
+            answer = await asyncio.wait_for(ask(judge_messages(text), request), self.timeout_s)
             rating = parse_rating(answer)
         except TimeoutError:
             return score, self._failed(blank, "timeout", started, f"{self.timeout_s:g} s")
