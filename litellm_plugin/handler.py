@@ -354,11 +354,13 @@ def proxy_handler() -> TierwiseHandler:
         _handler = TierwiseHandler.from_proxy_config(state, where)
         engine = _handler.engine
         feedback.install(engine)
-        tiers = ", ".join(t.name for t in engine.setup.config.ranked_tiers)
+        config = engine.setup.config
+        tiers = ", ".join(t.name for t in config.ranked_tiers)
+        judge = f", LLM judge on {config.judge_tier.name}" if config.scoring.judge.enabled else ""
         # A start-up line in the proxy's own output: what is routed, over what, scored how.
         print(
             f"tierwise: routing model group {engine.settings.model_group!r} over tiers {tiers} "
-            f"(scorer {engine.router.scorer.name})",
+            f"(scorer {engine.router.scorer.name}{judge})",
             file=sys.stderr,
             flush=True,
         )

@@ -60,6 +60,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, d
         **{f"XDG_{d}_HOME": str(log_dir / d.lower()) for d in ("DATA", "STATE", "CACHE")},
     }
     service = start_litellm(config, log_dir, env=env)
+    assert ", LLM judge on local)" in service.log.read_text()  # the start-up line
     yield service, stubs
     service.stop()
     for stub in stubs.values():
