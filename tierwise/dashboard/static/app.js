@@ -83,7 +83,8 @@ function renderKpis(s) {
     kpi("Saved vs all top tier", usd(t.saved_usd), `${pct(t.saved_ratio)} of ${usd(t.top_cost_usd)}`, t.saved_usd > 0 ? "good" : ""),
     kpi("Spend", usd(t.cost_usd), `${num(t.tokens_in)} in · ${num(t.tokens_out)} out tokens`),
     kpi("Cache hit rate", pct(t.cache_hit_rate), `${num(t.cache_hits)} hits · ${num(t.summarized)} summarized`),
-    kpi("Time to first token", `${ms(t.ttft_p50_ms)}`, `p95 ${ms(t.ttft_p95_ms)} · decide p50 ${ms(t.decide_p50_ms)}`),
+    kpi("Time to first token", `${ms(t.ttft_p50_ms)}`, `p95 ${ms(t.ttft_p95_ms)} · decide p50 ${ms(t.decide_p50_ms)}` +
+      (t.judged || t.judge_kept ? ` · LLM judge ${num(t.judged)} rated, ${num(t.judge_kept)} kept` : "")),
     kpi("Errors · fallbacks", `${num(t.errors)} · ${num(t.fallbacks)}`, `${num(failures)} failed tier attempts · ${num(t.probes)} probes`, t.error_rate > 0.02 ? "bad" : ""),
   );
 }
