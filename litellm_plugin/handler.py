@@ -3,7 +3,8 @@
 Registered from the proxy's config.yaml as `litellm_settings: callbacks: [litellm_plugin.tierwise]`.
 Hook by hook (LiteLLM only calls hooks defined on the registered class itself):
 
-- async_pre_call_hook: parse the request, run the pre-route steps, decide, store the
+- async_pre_call_hook: parse the request, run the pre-route steps, decide (awaiting the
+  opt-in LLM judge when the score sits near a band edge), store the
   decision in the request metadata; malformed input -> HTTP 400 with tierwise's reason;
   any other error inside tierwise -> the default tier (fail open, logged, counted).
 - async_filter_deployments: narrow `auto`'s healthy deployments to the decided tier, or the
