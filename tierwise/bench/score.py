@@ -1,7 +1,9 @@
 """`tierwise bench score`: latency of the learned path (static embedding + head) and its RSS.
 
 Prompts are real ones from the data directory: ~64-token prompts as they are, ~512-token
-prompts made by joining several. Every timing scores a fresh request (no memo), on one
+prompts made by joining several. Open-chat prompts (writing, roleplay, extraction, chat) take
+the open-chat head on MiniLM, a slower path, so ~64-token prompts of those kinds are timed
+apart as well. Every timing scores a fresh request (no memo), on one
 thread, after a warm-up; the heuristic is timed on the same prompts for comparison.
 """
 
@@ -16,6 +18,7 @@ from typing import Any
 from tierwise.bench.stats import summary_ms
 from tierwise.request import ChatRequest
 from tierwise.scoring.base import Scorer
+from tierwise.scoring.learned import open_chat
 from tierwise.tokens import default_counter
 
 WARMUP = 20
@@ -81,15 +84,22 @@ def run(
         "sizes": {},
     }
     counter = default_counter()
-    for size in SIZES:
-        prompts = prompts_of_size(texts, size, 100, seed=size)
+
+    def timed(prompts: list[str]) -> dict[str, Any]:
         tokens = sorted(counter.count(p) for p in prompts)
-        results["sizes"][str(size)] = {
+        return {
             "prompts": len(prompts),
             "median_tokens": tokens[len(tokens) // 2],
             "learned": summary_ms(time_scorer(learned, prompts, repeat)),
             "heuristic": summary_ms(time_scorer(heuristic, prompts, repeat)),
         }
+
+    for size in SIZES:
+        results["sizes"][str(size)] = timed(prompts_of_size(texts, size, 100, seed=size))
+    open_texts = [t for t in texts if open_chat(t)]
+    if open_texts:
+        prompts = prompts_of_size(open_texts, SIZES[0], 100, seed=1)
+        results["sizes"][f"{SIZES[0]} open-chat"] = timed(prompts)
     results["rss_mb_after_run"] = round(rss_mb(), 1)
     return results
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from tierwise.config import load_config
 from tierwise.encoder import cache_dir
+from tierwise.scoring.learned import minilm_or_none
 from tierwise.static_encoder import NAME, StaticEncoderUnavailable, shared_static_encoder
 from tierwise.training import baselines, ceiling, fit_learned, judge_sim
 from tierwise.training.cv import (
@@ -46,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     except (DataError, OSError, StaticEncoderUnavailable) as exc:
         print(f"tierwise eval: {exc}", file=sys.stderr)
         return 1
-    pool = build_pool(examples, encoder, NAME, cache=cache_dir())
+    open_encoder = minilm_or_none(fit_learned.OPEN_WINDOW)
+    pool = build_pool(examples, encoder, NAME, cache=cache_dir(), open_encoder=open_encoder)
     settings = fit_learned.stored_settings()
     held_out = {
         "tierwise": fit_learned.cv_scores(pool, settings, NAME),

@@ -53,6 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train_learned(args: argparse.Namespace, heuristic: object) -> int:
     from tierwise.encoder import cache_dir
+    from tierwise.scoring.learned import minilm_or_none
     from tierwise.static_encoder import NAME, StaticEncoderUnavailable, shared_static_encoder
     from tierwise.training import fit_learned
     from tierwise.training.cv import build_pool
@@ -63,7 +64,10 @@ def _train_learned(args: argparse.Namespace, heuristic: object) -> int:
     except StaticEncoderUnavailable as exc:
         print(f"tierwise train: learned head skipped: {exc}", file=sys.stderr)
         return 1
-    pool = build_pool(load_sources(args.data), encoder, NAME, cache=cache_dir())
+    open_encoder = minilm_or_none(fit_learned.OPEN_WINDOW)
+    pool = build_pool(
+        load_sources(args.data), encoder, NAME, cache=cache_dir(), open_encoder=open_encoder
+    )
     model, report = fit_learned.train(pool, NAME)
     out = fit_learned.save(model, report, data_files(args.data), args.out)
     print(json.dumps({"chosen": report["chosen"]}, indent=2))

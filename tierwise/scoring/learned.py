@@ -18,8 +18,10 @@ the data they came from and the CV figures that chose them.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -31,9 +33,10 @@ from tierwise.config import Bands
 from tierwise.request import ChatRequest
 from tierwise.scoring.base import Band, Score, Scorer
 from tierwise.scoring.heuristic import DIMENSIONS, features
-from tierwise.scoring.task_kind import task_kind
+from tierwise.scoring.task_kind import is_open_chat, task_kind
 
 ARTIFACT = "learned.json"
+log = logging.getLogger(__name__)
 _YES_NO = re.compile(r"(?:do|does|is|are|can|could|should|was|were|did|will|would)\b")
 _PERSONAL = re.compile(r"\b(?:you|your|i|my|me)\b")
 STYLE = (
@@ -146,6 +149,58 @@ def log_length(text: str) -> float:
 
 
 @dataclass(frozen=True)
+class OpenChatHead:
+    """A second head for open chat (writing, roleplay, extraction, chat), fitted on AlpacaEval.
+
+    Centring within each source hides what separates the open-chat prompts a small model
+    handles from those it does not, and the static embedding sees little of it; a head fitted
+    on the open-chat outcomes alone, on MiniLM sentence vectors, is what leave-one-dataset-out
+    CV over AlpacaEval kept (docs/routing-quality.md). Its score is moved onto the general
+    head's scale (its mean and spread on the same rows), so one pair of band cuts serves both.
+    """
+
+    need: Standardized  # input_vector over a MiniLM embedding -> need (not centred)
+    need_z: Zscore
+    length_z: Zscore
+    length_weight: float
+    own_z: Zscore  # of need_z + length term on the training rows
+    general_z: Zscore  # the general score on those rows: where this one lands
+    window: int  # MiniLM tokens embedded (tierwise.encoder.Encoder max_tokens)
+
+    def parts(self, need: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The need and length parts on the general scale (their sum less general_z.mean)."""
+        k = self.general_z.std / self.own_z.std
+        need_part = k * ((need - self.need_z.mean) / self.need_z.std - self.own_z.mean)
+        return need_part, k * self.length_weight * (length - self.length_z.mean) / self.length_z.std
+
+    def eta(self, x: np.ndarray, text: str) -> tuple[float, dict[str, float]]:
+        need, length = self.parts(self.need(x), np.asarray(log_length(text)))
+        parts = {"open-chat": float(need), "length": float(length)}
+        return self.general_z.mean + sum(parts.values()), parts
+
+    def as_dict(self) -> dict[str, Any]:
+        zscores = {k: getattr(self, k) for k in ("need_z", "length_z", "own_z", "general_z")}
+        return {
+            "need": self.need.as_dict(),
+            **{k: [round(z.mean, 6), round(z.std, 6)] for k, z in zscores.items()},
+            "length_weight": round(self.length_weight, 6),
+            "window": self.window,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OpenChatHead:
+        zscores = {
+            k: Zscore(*map(float, data[k])) for k in ("need_z", "length_z", "own_z", "general_z")
+        }
+        return cls(
+            need=Standardized.from_dict(data["need"]),
+            length_weight=float(data["length_weight"]),
+            window=int(data["window"]),
+            **zscores,
+        )
+
+
+@dataclass(frozen=True)
 class LearnedModel:
     """The need head, the length term, and where the bands are cut on their sum."""
 
@@ -157,6 +212,7 @@ class LearnedModel:
     cut_high: float
     dim: int  # embedding width the head was trained on
     embedding: str  # which static embedding: the scorer refuses another
+    open_chat: OpenChatHead | None = None  # serves open-chat requests when MiniLM loads
 
     def eta(self, x: np.ndarray, text: str) -> tuple[float, dict[str, float]]:
         """The summed score and each part of it (the score's drivers)."""
@@ -196,6 +252,7 @@ class LearnedModel:
             "cut_high": round(self.cut_high, 6),
             "dim": self.dim,
             "embedding": self.embedding,
+            "open_chat": self.open_chat.as_dict() if self.open_chat else None,
         }
 
     @classmethod
@@ -209,6 +266,7 @@ class LearnedModel:
             cut_high=float(data["cut_high"]),
             dim=int(data["dim"]),
             embedding=str(data["embedding"]),
+            open_chat=OpenChatHead.from_dict(data["open_chat"]) if data.get("open_chat") else None,
         )
 
 
@@ -219,12 +277,20 @@ def load_learned() -> LearnedModel:
 
 
 class LearnedScorer(Scorer):
-    """Static embedding + heuristic dimensions through one fitted head (well under 1 ms)."""
+    """Static embedding + heuristic dimensions through one fitted head (well under 1 ms).
+
+    Open-chat requests go through the model's open-chat head on MiniLM (a few ms) when the
+    model has one and the encoder loads; without it they take the general head, as before.
+    """
 
     name = "learned"
 
     def __init__(
-        self, encoder: TextEncoder, bands: Bands | None = None, model: LearnedModel | None = None
+        self,
+        encoder: TextEncoder,
+        bands: Bands | None = None,
+        model: LearnedModel | None = None,
+        open_encoder: SentenceEncoder | None = None,
     ) -> None:
         super().__init__(bands)
         self.model = model or load_learned()
@@ -235,12 +301,21 @@ class LearnedScorer(Scorer):
                 "`tierwise train` or use the default static encoder"
             )
         self.encoder = encoder
+        self.open_encoder = open_encoder
+        if open_encoder is None and self.model.open_chat is not None:
+            self.open_encoder = minilm_or_none(self.model.open_chat.window)
 
     def score(self, request: ChatRequest) -> Score:
         text = request.last_user_text
         dims = features(text)
-        x = input_vector(self.encoder.encode([text])[0], dims, text)
-        eta, parts = self.model.eta(x, text)
+        kind = task_kind(text, dims)
+        open_head = self.model.open_chat
+        if open_head is not None and self.open_encoder is not None and is_open_chat(kind, dims):
+            x = input_vector(self.open_encoder.embed([text])[0], dims, text)
+            eta, parts = open_head.eta(x, text)
+        else:
+            x = input_vector(self.encoder.encode([text])[0], dims, text)
+            eta, parts = self.model.eta(x, text)
         unit = self.model.unit(eta, self.bands)
         drivers = [f"{k}{'+' if v >= 0 else '-'}{abs(v):.2f}" for k, v in parts.items() if v]
         if dims["choices"] > 0:
@@ -250,5 +325,34 @@ class LearnedScorer(Scorer):
             band=Band.of(unit, self.bands),
             source=self.name,
             drivers=tuple(drivers),
-            task_kind=task_kind(text, dims),
+            task_kind=kind,
         )
+
+
+def open_chat(text: str) -> bool:
+    """Whether the open-chat head serves this text (when the model has one)."""
+    dims = features(text)
+    return is_open_chat(task_kind(text, dims), dims)
+
+
+class SentenceEncoder(Protocol):
+    """What the open-chat head needs (tierwise.encoder.Encoder)."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def minilm_or_none(window: int) -> SentenceEncoder | None:
+    """The shared MiniLM encoder at the head's window; None (said once) when it cannot load."""
+    from tierwise.config import EncoderConfig
+    from tierwise.encoder import EncoderUnavailable, shared_encoder
+
+    try:
+        return shared_encoder(EncoderConfig(max_tokens=window))
+    except (EncoderUnavailable, OSError) as exc:
+        if not _warned_open:
+            _warned_open.append(str(exc))
+            log.warning("open-chat head off, the general head scores every request: %s", exc)
+        return None
+
+
+_warned_open: list[str] = []

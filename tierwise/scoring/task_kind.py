@@ -49,6 +49,8 @@ CHAT = _words(
     "gift gifts trip travel recipe recipes weekend fun hobby should",
 )
 KINDS = ("writing", "roleplay", "extraction", "chat", "math", "code", "reasoning")
+# The kinds the learned scorer's open-chat head serves (tierwise/scoring/learned.py).
+OPEN_CHAT = frozenset({"writing", "roleplay", "extraction", "chat"})
 
 
 def _saturate(hits: float, per_hit: float) -> float:
@@ -87,3 +89,11 @@ def task_kind(text: str, dims: dict[str, float]) -> str | None:
         evidence[kind] = dims[kind]
     name, value = max(evidence.items(), key=lambda kv: kv[1])
     return name if value > 0 else None
+
+
+def is_open_chat(kind: str | None, dims: dict[str, float]) -> bool:
+    """Whether a prompt is open chat (the open-chat head's traffic): an open kind, no choices.
+
+    A multiple-choice question about a passage is an exam item, not a chat request.
+    """
+    return kind in OPEN_CHAT and dims["choices"] == 0

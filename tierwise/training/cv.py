@@ -22,13 +22,20 @@ import numpy as np
 
 from tierwise.progress import Progress
 from tierwise.scoring.heuristic import features
-from tierwise.scoring.learned import TextEncoder, input_vector, log_length
+from tierwise.scoring.learned import (
+    SentenceEncoder,
+    TextEncoder,
+    input_vector,
+    log_length,
+    open_chat,
+)
 from tierwise.training.baselines import Scored, best_cuts, random_baseline
 from tierwise.training.metrics import LABELS, auroc, outcome_report
 from tierwise.training.sources import Example
 
 FEATURE_VERSION = 1  # bump when input_vector changes: cached vectors are then ignored
 RANDOM_SEEDS = 10
+OPEN_FAMILY = "alpaca-"  # the open-chat outcome sources
 # One fold: (train mask, test mask) -> (scores of the test rows, band indices of them)
 Fold = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -40,6 +47,10 @@ class Pool:
     examples: list[Example]
     x: np.ndarray
     dim: int  # embedding width inside x
+    # The open-chat head's inputs (MiniLM in place of the static embedding), filled for the
+    # rows it serves (`open_rows`, open-chat kinds) and the AlpacaEval rows it learns from.
+    open_x: np.ndarray | None = None
+    open_rows: np.ndarray | None = None
     sources: np.ndarray = field(init=False)
     source_names: list[str] = field(init=False)
     need: np.ndarray = field(init=False)
@@ -67,31 +78,64 @@ class Pool:
             self._centred = (x, y)
         return self._centred
 
+    @property
+    def open_family(self) -> np.ndarray:
+        """The rows the open-chat head is fitted on: AlpacaEval's outcomes."""
+        return np.char.startswith(self.sources.astype(str), OPEN_FAMILY)
+
     def rows_of(self, source: str) -> list[Example]:
         return [e for e in self.examples if e.source == source]
 
 
 def build_pool(
-    examples: Sequence[Example], encoder: TextEncoder, name: str, cache: Path | None = None
+    examples: Sequence[Example],
+    encoder: TextEncoder,
+    name: str,
+    cache: Path | None = None,
+    open_encoder: SentenceEncoder | None = None,
 ) -> Pool:
-    """Input vectors of every example (embedding, dimensions, style), cached on disk."""
+    """Input vectors of every example (embedding, dimensions, style), cached on disk.
+
+    With `open_encoder`, also the open-chat head's vectors (tierwise.scoring.learned).
+    """
     digest = hashlib.sha256(f"{FEATURE_VERSION}:{name}".encode())
     for e in examples:
         digest.update(e.text.encode("utf-8") + b"\0")
-    path = cache / f"cv-features-{digest.hexdigest()[:24]}.npy" if cache else None
+    key = digest.hexdigest()[:24]
+    x = _cached(cache, f"cv-features-{key}", lambda: _vectors(examples, encoder.encode))
+    pool = Pool(list(examples), x, encoder.dim)
+    if open_encoder is None:
+        return pool
+    pool.open_rows = np.array([open_chat(e.text) for e in examples])
+    wanted = np.flatnonzero(pool.open_rows | pool.open_family)
+    digest.update(wanted.tobytes())  # the rows depend on the open-chat rule
+    stem = f"cv-open-{digest.hexdigest()[:24]}"
+    rows = [examples[int(i)] for i in wanted]
+    embed = open_encoder.embed
+    vectors = _cached(cache, stem, lambda: _vectors(rows, embed))
+    pool.open_x = np.zeros((len(examples), vectors.shape[1]))
+    pool.open_x[wanted] = vectors
+    return pool
+
+
+def _cached(cache: Path | None, stem: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    path = cache / f"{stem}.npy" if cache else None
     if path is not None and path.is_file():
-        return Pool(list(examples), np.load(path), encoder.dim)
+        return np.load(path)
+    value = compute()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, value)
+    return value
+
+
+def _vectors(examples: Sequence[Example], embed: Callable[[list[str]], np.ndarray]) -> np.ndarray:
     rows = []
     with Progress(len(examples), "features") as progress:
         for e in examples:
-            embedding = encoder.encode([e.text])[0]
-            rows.append(input_vector(embedding, features(e.text), e.text))
+            rows.append(input_vector(embed([e.text])[0], features(e.text), e.text))
             progress.advance()
-    x = np.array(rows)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, x)
-    return Pool(list(examples), x, encoder.dim)
+    return np.array(rows)
 
 
 def fold_scores(pool: Pool, one_fold: Fold) -> tuple[np.ndarray, np.ndarray]:
