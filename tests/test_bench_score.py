@@ -33,3 +33,13 @@ def test_run_reports_rss_and_percentiles_per_size() -> None:
     for figures in results["sizes"].values():
         assert figures["learned"]["n"] == 100 and figures["learned"]["p99_ms"] >= 0
     assert "p50" in score.format_results(results, "constant")
+
+
+def test_open_chat_prompts_are_timed_apart_when_the_data_has_them() -> None:
+    writing = [
+        f"Write a short thank-you email to my neighbour {i} for the cake." for i in range(30)
+    ]
+    results = score.run(Constant, Constant(), TEXTS + writing, repeat=1)
+    assert set(results["sizes"]) == {"64", "512", "64 open-chat"}
+    assert results["sizes"]["64 open-chat"]["learned"]["n"] == 100
+    assert "~ 64-token open-chat prompts" in score.format_results(results, "constant")

@@ -125,3 +125,20 @@ def test_unit_scale_keeps_every_difference_and_lands_cuts_on_band_edges() -> Non
     assert units[0] >= 0.0 and units[-1] <= 1.0
     assert model.unit(model.cut_low, bands) == pytest.approx(bands.medium)
     assert model.unit(model.cut_high, bands) == pytest.approx(bands.high)
+
+
+def test_open_chat_requests_take_the_shipped_open_chat_head_unless_configured_off() -> None:
+    _encoder()
+    email = "Draft a professional email seeking your supervisor's feedback on the quarterly report"
+    exam = "Which is a prime number?\nA. 4\nB. 6\nC. 7\nD. 9\nAnswer:"
+    model = load_learned()
+    assert model.open_chat is not None and model.open_chat.window == fit_learned.OPEN_WINDOW
+    on = factory.build_scorer(load_config(three_tiers() | {"scoring": {"method": "learned"}}))
+    assert isinstance(on, LearnedScorer) and on.open_encoder is not None
+    score = on.score(ChatRequest.from_text(email))
+    assert score.task_kind == "writing" and any(d.startswith("open-chat") for d in score.drivers)
+    assert not any(d.startswith("open-chat") for d in on.score(ChatRequest.from_text(exam)).drivers)
+    off_config = three_tiers() | {"scoring": {"method": "learned", "open_chat_head": False}}
+    off = factory.build_scorer(load_config(off_config))
+    assert isinstance(off, LearnedScorer) and off.open_encoder is None
+    assert any(d.startswith("need") for d in off.score(ChatRequest.from_text(email)).drivers)

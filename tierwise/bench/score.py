@@ -112,10 +112,12 @@ def format_results(results: dict[str, Any], encoder: str) -> str:
         f"{results['rss_mb_after_run']:.0f} MB after the run",
     ]
     for size, r in results["sizes"].items():
+        tokens, _, kind = size.partition(" ")
+        label = f"~{tokens:>3}-token {kind + ' ' if kind else ''}prompts"
         for name in ("learned", "heuristic"):
             s = r[name]
             lines.append(
-                f"  ~{size:>3}-token prompts (median {r['median_tokens']}), {name:<9} "
+                f"  {label} (median {r['median_tokens']}), {name:<9} "
                 f"p50 {s['p50_ms']:.3f} ms   p99 {s['p99_ms']:.3f} ms"
             )
     return "\n".join(lines)

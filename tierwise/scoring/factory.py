@@ -36,7 +36,11 @@ def learned_or_none(config: TierwiseConfig) -> Scorer | None:
     from tierwise.static_encoder import StaticEncoderUnavailable, shared_static_encoder
 
     try:
-        return LearnedScorer(shared_static_encoder(), bands=config.scoring.bands)
+        return LearnedScorer(
+            shared_static_encoder(),
+            bands=config.scoring.bands,
+            open_chat=config.scoring.open_chat_head,
+        )
     except (StaticEncoderUnavailable, ValueError) as exc:
         message = str(exc)
         if message not in _warned:

@@ -280,7 +280,7 @@ class LearnedScorer(Scorer):
     """Static embedding + heuristic dimensions through one fitted head (well under 1 ms).
 
     Open-chat requests go through the model's open-chat head on MiniLM (a few ms) when the
-    model has one and the encoder loads; without it they take the general head, as before.
+    model has one, `open_chat` is on and the encoder loads; else the general head serves.
     """
 
     name = "learned"
@@ -291,6 +291,7 @@ class LearnedScorer(Scorer):
         bands: Bands | None = None,
         model: LearnedModel | None = None,
         open_encoder: SentenceEncoder | None = None,
+        open_chat: bool = True,
     ) -> None:
         super().__init__(bands)
         self.model = model or load_learned()
@@ -301,8 +302,8 @@ class LearnedScorer(Scorer):
                 "`tierwise train` or use the default static encoder"
             )
         self.encoder = encoder
-        self.open_encoder = open_encoder
-        if open_encoder is None and self.model.open_chat is not None:
+        self.open_encoder = open_encoder if open_chat else None
+        if open_chat and open_encoder is None and self.model.open_chat is not None:
             self.open_encoder = minilm_or_none(self.model.open_chat.window)
 
     def score(self, request: ChatRequest) -> Score:
