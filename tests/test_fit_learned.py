@@ -125,7 +125,7 @@ def test_open_chat_head_learns_from_alpaca_rows_alone_and_serves_open_chat_kinds
     pool = _open_chat_pool()
     assert pool.open_rows is not None and pool.open_rows[pool.open_family].all()
     everything = np.ones(len(pool.sources), dtype=bool)
-    settings = fit_learned.Settings(1.0, 1.0, 0.0, open_l2=1.0)
+    settings = fit_learned.Settings(1.0, 1.0, 0.0, open_l2=1.0, open_weight=2.0)
     model = fit_learned.fit(pool, everything, settings, "hash-16")
     assert model.open_chat is not None and model.open_chat.window == fit_learned.OPEN_WINDOW
     flipped = fit_learned.fit(_open_chat_pool(flip_general=True), everything, settings, "hash-16")
@@ -153,7 +153,7 @@ def test_open_chat_head_learns_from_alpaca_rows_alone_and_serves_open_chat_kinds
 
 def test_without_open_chat_settings_or_rows_there_is_no_open_chat_head() -> None:
     everything = np.ones(len(_pool().sources), dtype=bool)
-    settings = fit_learned.Settings(1.0, 1.0, 0.0, open_l2=1.0)
+    settings = fit_learned.Settings(1.0, 1.0, 0.0, open_l2=1.0, open_weight=2.0)
     assert fit_learned.fit(_pool(), everything, settings, "hash-16").open_chat is None
     pool = _open_chat_pool()
     plain = fit_learned.Settings(1.0, 1.0, 0.0)
@@ -165,5 +165,5 @@ def test_without_open_chat_settings_or_rows_there_is_no_open_chat_head() -> None
 def test_choose_picks_the_open_chat_grid_point_by_the_alpaca_datasets() -> None:
     settings, table = fit_learned.choose(_open_chat_pool(), "hash-16")
     assert settings.open_l2 in fit_learned.OPEN_L2_GRID
-    assert settings.open_length_weight in fit_learned.OPEN_LENGTH_WEIGHT_GRID
-    assert sum(key.startswith("open_l2=") for key in table) == 4
+    assert settings.open_weight in fit_learned.OPEN_WEIGHT_GRID
+    assert sum(key.startswith("open_l2=") for key in table) == 6

@@ -155,48 +155,35 @@ class OpenChatHead:
     Centring within each source hides what separates the open-chat prompts a small model
     handles from those it does not, and the static embedding sees little of it; a head fitted
     on the open-chat outcomes alone, on MiniLM sentence vectors, is what leave-one-dataset-out
-    CV over AlpacaEval kept (docs/routing-quality.md). Its score is moved onto the general
-    head's scale (its mean and spread on the same rows), so one pair of band cuts serves both.
+    CV over AlpacaEval kept (docs/routing-quality.md). It is added to the general score, not
+    put in its place: AlpacaEval holds few very short requests, and the general score's length
+    term keeps "translate 'good morning'" cheap.
     """
 
     need: Standardized  # input_vector over a MiniLM embedding -> need (not centred)
     need_z: Zscore
-    length_z: Zscore
-    length_weight: float
-    own_z: Zscore  # of need_z + length term on the training rows
-    general_z: Zscore  # the general score on those rows: where this one lands
+    weight: float  # per unit of need_z: a chosen multiple of the general score's spread
     window: int  # MiniLM tokens embedded (tierwise.encoder.Encoder max_tokens)
 
-    def parts(self, need: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The need and length parts on the general scale (their sum less general_z.mean)."""
-        k = self.general_z.std / self.own_z.std
-        need_part = k * ((need - self.need_z.mean) / self.need_z.std - self.own_z.mean)
-        return need_part, k * self.length_weight * (length - self.length_z.mean) / self.length_z.std
-
-    def eta(self, x: np.ndarray, text: str) -> tuple[float, dict[str, float]]:
-        need, length = self.parts(self.need(x), np.asarray(log_length(text)))
-        parts = {"open-chat": float(need), "length": float(length)}
-        return self.general_z.mean + sum(parts.values()), parts
+    def part(self, need: np.ndarray) -> np.ndarray:
+        """What this head adds to the general score."""
+        return np.asarray(self.weight * (need - self.need_z.mean) / self.need_z.std)
 
     def as_dict(self) -> dict[str, Any]:
-        zscores = {k: getattr(self, k) for k in ("need_z", "length_z", "own_z", "general_z")}
         return {
             "need": self.need.as_dict(),
-            **{k: [round(z.mean, 6), round(z.std, 6)] for k, z in zscores.items()},
-            "length_weight": round(self.length_weight, 6),
+            "need_z": [round(self.need_z.mean, 6), round(self.need_z.std, 6)],
+            "weight": round(self.weight, 6),
             "window": self.window,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OpenChatHead:
-        zscores = {
-            k: Zscore(*map(float, data[k])) for k in ("need_z", "length_z", "own_z", "general_z")
-        }
         return cls(
             need=Standardized.from_dict(data["need"]),
-            length_weight=float(data["length_weight"]),
+            need_z=Zscore(*map(float, data["need_z"])),
+            weight=float(data["weight"]),
             window=int(data["window"]),
-            **zscores,
         )
 
 
@@ -310,13 +297,13 @@ class LearnedScorer(Scorer):
         text = request.last_user_text
         dims = features(text)
         kind = task_kind(text, dims)
-        open_head = self.model.open_chat
-        if open_head is not None and self.open_encoder is not None and is_open_chat(kind, dims):
-            x = input_vector(self.open_encoder.embed([text])[0], dims, text)
-            eta, parts = open_head.eta(x, text)
-        else:
-            x = input_vector(self.encoder.encode([text])[0], dims, text)
-            eta, parts = self.model.eta(x, text)
+        x = input_vector(self.encoder.encode([text])[0], dims, text)
+        eta, parts = self.model.eta(x, text)
+        head = self.model.open_chat
+        if head is not None and self.open_encoder is not None and is_open_chat(kind, dims):
+            open_x = input_vector(self.open_encoder.embed([text])[0], dims, text)
+            parts["open-chat"] = float(head.part(head.need(open_x)))
+            eta += parts["open-chat"]
         unit = self.model.unit(eta, self.bands)
         drivers = [f"{k}{'+' if v >= 0 else '-'}{abs(v):.2f}" for k, v in parts.items() if v]
         if dims["choices"] > 0:

@@ -40,7 +40,11 @@ BAND_POLICY = "stream-balanced_dev"
 # AlpacaEval datasets alone. OPEN_WINDOW: MiniLM tokens; 40, 64 and 128 were level in that CV
 # (mean AUROC 0.666 / 0.670 / 0.681 at their best points), and 40 costs the least time.
 OPEN_L2_GRID = (3.0, 10.0)
-OPEN_LENGTH_WEIGHT_GRID = (0.0, 0.25)
+OPEN_WEIGHT_GRID = (1.0, 2.0, 4.0)
+# Grid points this close to the best open-chat objective count as level: the smallest weight
+# among them wins (the least departure from the general score; 4 spreads left almost no
+# request in MEDIUM, for +0.002 of objective over 2).
+OPEN_TOLERANCE = 0.005
 OPEN_WINDOW = 40
 
 
@@ -52,7 +56,7 @@ class Settings:
     label_weight: float
     length_weight: float
     open_l2: float | None = None  # None: no open-chat head
-    open_length_weight: float = 0.0
+    open_weight: float = 0.0  # the open-chat head's part, in spreads of the general score
 
     def as_dict(self) -> dict[str, float | None]:
         return asdict(self)
@@ -114,7 +118,7 @@ def fit(pool: Pool, mask: np.ndarray, settings: Settings, embedding: str) -> Lea
 def fit_open_chat(
     pool: Pool, mask: np.ndarray, settings: Settings, general: LearnedModel
 ) -> OpenChatHead | None:
-    """The open-chat head from the AlpacaEval rows in `mask`, on the general head's scale.
+    """The open-chat head from the AlpacaEval rows in `mask`, weighted on the general scale.
 
     Not centred within datasets: the kind of request (an email vs a proof) is the signal.
     """
@@ -124,14 +128,8 @@ def fit_open_chat(
     w = source_weights(pool, mask & pool.open_family, 1.0)[rows]
     x = pool.open_x[rows]
     need = fit_ridge(x, pool.need[rows], w, settings.open_l2)
-    need_z, length_z = _weighted_z(need(x), w), _weighted_z(pool.length[rows], w)
-    unit = Zscore(0.0, 1.0)
-    draft = OpenChatHead(
-        need, need_z, length_z, settings.open_length_weight, unit, unit, OPEN_WINDOW
-    )
-    own = np.sum(draft.parts(need(x), pool.length[rows]), axis=0)
-    general_eta = partial_eta(general, pool, rows)
-    return replace(draft, own_z=_weighted_z(own, w), general_z=_weighted_z(general_eta, w))
+    spread = _weighted_z(partial_eta(general, pool, rows), w).std
+    return OpenChatHead(need, _weighted_z(need(x), w), settings.open_weight * spread, OPEN_WINDOW)
 
 
 def partial_eta(model: LearnedModel, pool: Pool, rows: np.ndarray) -> np.ndarray:
@@ -144,9 +142,8 @@ def partial_eta(model: LearnedModel, pool: Pool, rows: np.ndarray) -> np.ndarray
     )
     head = model.open_chat
     if head is not None and pool.open_x is not None and pool.open_rows is not None:
-        gated = rows[pool.open_rows[rows]]
-        parts = head.parts(head.need(pool.open_x[gated]), pool.length[gated])
-        eta[pool.open_rows[rows]] = head.general_z.mean + np.sum(parts, axis=0)
+        gated = pool.open_rows[rows]
+        eta[gated] += head.part(head.need(pool.open_x[rows[gated]]))
     return eta
 
 
@@ -190,16 +187,15 @@ def choose(pool: Pool, embedding: str) -> tuple[Settings, dict[str, Any]]:
     assert best is not None
     if pool.open_x is None or not pool.open_family.any():
         return best[1], table
-    open_best: tuple[float, Settings] | None = None
-    for l2, length_weight in itertools.product(OPEN_L2_GRID, OPEN_LENGTH_WEIGHT_GRID):
-        settings = replace(best[1], open_l2=l2, open_length_weight=length_weight)
+    scored = []
+    for l2, weight in itertools.product(OPEN_L2_GRID, OPEN_WEIGHT_GRID):
+        settings = replace(best[1], open_l2=l2, open_weight=weight)
         summary = summarize(pool, *cv_scores(pool, settings, embedding))
-        table[f"open_l2={l2} open_length_weight={length_weight}"] = summary
-        objective = open_chat_objective(pool, summary)
-        if open_best is None or objective > open_best[0]:
-            open_best = (objective, settings)
-    assert open_best is not None
-    return open_best[1], table
+        table[f"open_l2={l2} open_weight={weight}"] = summary
+        scored.append((open_chat_objective(pool, summary), settings))
+    top = max(objective for objective, _ in scored)
+    near = [s for objective, s in scored if objective >= top - OPEN_TOLERANCE]
+    return min(near, key=lambda s: (s.open_weight, -(s.open_l2 or 0.0))), table
 
 
 def open_chat_objective(pool: Pool, summary: dict[str, Any]) -> float:
@@ -236,7 +232,7 @@ def save(
                 "label_weight": list(LABEL_WEIGHT_GRID),
                 "length_weight": list(LENGTH_WEIGHT_GRID),
                 "open_l2": list(OPEN_L2_GRID),
-                "open_length_weight": list(OPEN_LENGTH_WEIGHT_GRID),
+                "open_weight": list(OPEN_WEIGHT_GRID),
             },
             "report": report,
         },
