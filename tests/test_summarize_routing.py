@@ -62,7 +62,7 @@ def test_a_chat_longer_than_hpc_stays_on_hpc_for_a_medium_question() -> None:
     messages = chat(16)
     messages[-1] = {
         "role": "user",
-        "content": "Write a Python function that parses a CSV file and returns the mean.",
+        "content": "In Python, parse a CSV file and return the mean of each numeric column.",
     }
     req = request(messages)
     decision = r.decide(req)

@@ -8,9 +8,11 @@ complexity labels at a lower weight (a secondary signal, not the target). Target
 centred within each source, so the head learns what makes a request harder than its
 neighbours rather than which benchmark it came from.
 
-The score adds the prompt's standardized length at a weight that leave-one-source-out
-cross-validation chose (`tierwise eval --cv source`); the sum is cut into bands at two
-fitted points and mapped onto [0, 1] so those points land on the configured band edges.
+Open-chat requests (writing, roleplay, extraction, chat) add a second head's part, read from
+MiniLM and fitted on AlpacaEval alone (OpenChatHead). The score adds the prompt's
+standardized length at a weight that leave-one-source-out cross-validation chose
+(`tierwise eval --cv source`); the sum is cut into bands at two fitted points and mapped
+onto [0, 1] so those points land on the configured band edges.
 The weights live in artifacts/learned.json, written by `tierwise train` with the hashes of
 the data they came from and the CV figures that chose them.
 """
