@@ -97,7 +97,7 @@ def test_doctor_reports_each_check() -> None:
     result = tierwise("doctor")
     assert result.returncode == 0, result.stdout
     text = result.stdout.decode()
-    for what in ("config", "tokenizer", "gpu", "litellm", "onnxruntime"):
+    for what in ("config", "tokenizer", "gpu", "litellm", "onnxruntime", "open-chat head"):
         assert what in text
 
 

@@ -16,6 +16,7 @@ from tierwise.tokens import ENCODER_INSTALL_HINT, TokenCounter, encoder_model_di
 
 if TYPE_CHECKING:
     from tierwise.commands.common import Subparsers
+    from tierwise.scoring.base import Scorer
 
 # Host packages and the ranges tierwise is tested with.
 HOST_PACKAGES = (
@@ -88,10 +89,26 @@ def _learned(config: TierwiseConfig) -> Iterator[Check]:
     except StaticEncoderUnavailable as exc:
         yield Check("WARN", "learned scorer", f"off, the heuristic serves: {exc}")
         return
-    if learned_or_none(config) is None:
+    scorer = learned_or_none(config)
+    if scorer is None:
         yield Check("WARN", "learned scorer", f"off, the heuristic serves (see the log); {where}")
         return
     yield Check("OK", "learned scorer", f"static vectors from {where}")
+    yield _open_chat(config, scorer)
+
+
+def _open_chat(config: TierwiseConfig, scorer: Scorer) -> Check:
+    """Whether open-chat requests get the MiniLM open-chat head or the static path."""
+    from tierwise.scoring.learned import LearnedScorer
+
+    if not isinstance(scorer, LearnedScorer) or scorer.model.open_chat is None:
+        return Check("OK", "open-chat head", "none in the artifact: the static path serves all")
+    if not config.scoring.open_chat_head:
+        return Check("OK", "open-chat head", "off (scoring.open_chat_head): static path only")
+    if scorer.open_encoder is None:
+        return Check("WARN", "open-chat head", f"off, MiniLM did not load; {ENCODER_INSTALL_HINT}")
+    window = scorer.model.open_chat.window
+    return Check("OK", "open-chat head", f"on: MiniLM, {window} tokens, for open chat")
 
 
 def _gpu(config: TierwiseConfig) -> Iterator[Check]:
