@@ -371,7 +371,26 @@ class AdaptConfig(StrictModel):
     held_back_share: float = Field(
         0.2, gt=0, lt=0.5, description="most recent outcomes a new version is judged on"
     )
-    max_step: float = Field(2.0, gt=0, description="largest weight change per refit and head")
+    max_step: float = Field(
+        2.0,
+        gt=0,
+        description="largest distance of each head's weights from the scorer as it is (the "
+        "sketch axes are refitted with every version, so the bound is from version 0)",
+    )
+    sketch_dims: int = Field(
+        32,
+        ge=0,
+        le=256,
+        description="sketch axes the correction reads: a per-install PCA of the logged "
+        "sketches (32 chosen in bench adapt --org mmlu-design; 0 = the score alone)",
+    )
+    confidence: float = Field(
+        0.8,
+        ge=0.5,
+        lt=1,
+        description="a new version is adopted only when its held-back gain's one-sided "
+        "bootstrap lower bound at this level is above zero",
+    )
     reload_s: float = Field(5.0, gt=0, description="how often the router checks for a new version")
 
 

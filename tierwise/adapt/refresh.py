@@ -25,6 +25,8 @@ def settings_of(config: TierwiseConfig) -> FitSettings:
         min_outcomes=adapt.min_outcomes,
         held_back_share=adapt.held_back_share,
         max_step=adapt.max_step,
+        dims=adapt.sketch_dims,
+        confidence=adapt.confidence,
     )
 
 

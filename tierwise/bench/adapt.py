@@ -103,15 +103,19 @@ def simulate(
 
     def judge(at: int) -> None:
         report = outcome_report(
-            [current.adjust(i.score, i.sketch) for i in later],
+            list(current.adjusts([i.score for i in later], [i.sketch for i in later])),
             [i.weak for i in later],
             [i.strong for i in later],
         )
         apgr[at], cpt80[at], adopted[at] = report.apgr, report.cpt80, current.version
 
+    def routed() -> np.ndarray:
+        return current.adjusts([i.score for i in stream], [i.sketch for i in stream])
+
     judge(0)
+    adjusted = routed()
     for n, item in enumerate(stream, start=1):
-        strong = current.adjust(item.score, item.sketch) >= threshold
+        strong = bool(adjusted[n - 1] >= threshold)
         if rng.random() < explore:
             lost += _correct(item, strong) - _correct(item, not strong)
             added += (not strong) - strong
@@ -124,6 +128,7 @@ def simulate(
             result = refit(current, examples, recent, [threshold], settings)
             if result.adopted and result.candidate is not None:
                 current = result.candidate
+                adjusted = routed()
         if n in REPORT_AT:
             judge(n)
     return Run(apgr, cpt80, adopted, lost / len(stream), added / len(stream))
