@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tierwise.adapt.fit import FitSettings
 from tierwise.adapt.model import sketch_of
@@ -63,3 +64,18 @@ def test_the_report_prints_each_checkpoint_with_its_spread(tmp_path: Path) -> No
     }
     text = format_result(result)
     assert "2000" in text and "+0.1000 ± 0.0200" in text and "exploration" in text
+
+
+def test_a_mostly_one_group_organisation_is_held_out_and_mostly_that_group(
+    shared_data: Path,
+) -> None:
+    from tierwise.bench.adapt_orgs import category_of, organisation
+    from tierwise.training.splits import is_design
+
+    rows = organisation(shared_data, "mmlu-held-out:social")
+    share = sum(category_of(r) == "social" for r in rows) / len(rows)
+    assert abs(share - 0.6) < 0.01 and not any(is_design(r) for r in rows)
+    assert len({id(r) for r in rows}) == len(rows)  # no question twice
+    assert rows == organisation(shared_data, "mmlu-held-out:social")  # the same every run
+    with pytest.raises(ValueError, match="mmlu-held-out:stem"):
+        organisation(shared_data, "mmlu-held-out:cooking")

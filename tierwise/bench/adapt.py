@@ -21,13 +21,12 @@ import numpy as np
 
 from tierwise.adapt.fit import Example, FitSettings, identity, refit
 from tierwise.adapt.model import Adaptation, sketch_of
-from tierwise.training.data import Row, load_rows
+from tierwise.bench.adapt_orgs import organisation
+from tierwise.training.data import Row
 from tierwise.training.metrics import outcome_report
-from tierwise.training.splits import design, held_out
 
 REPORT_AT = (0, 100, 500, 2000)  # outcomes received when a version is judged
 REFIT_AT = (100, 250, 500, 1000, 1500, 2000)
-ORGS = ("mmlu-held-out", "mmlu-design")
 RECENT = 1000  # requests whose tier shares the knots keep
 
 
@@ -37,16 +36,6 @@ class Item:
     sketch: bytes
     weak: bool
     strong: bool
-
-
-def organisation(data_dir: Path, org: str) -> list[Row]:
-    """The organisation's questions: one half of the MMLU subjects."""
-    rows = load_rows(data_dir / "outcomes" / "mmlu_dev.jsonl")
-    if org == "mmlu-held-out":
-        return held_out(rows)
-    if org == "mmlu-design":
-        return design(rows)
-    raise ValueError(f"unknown organisation {org!r}; choose one of {', '.join(ORGS)}")
 
 
 def items_of(rows: Sequence[Row]) -> list[Item]:

@@ -29,7 +29,12 @@ def add_bench_parser(bench_sub: Any, data: Path) -> None:
         "adapt", help="replay outcome files as one organisation's traffic; APGR over the stream"
     )
     bench.add_argument("--data", type=Path, default=data)
-    bench.add_argument("--org", default="mmlu-held-out", help="mmlu-held-out | mmlu-design")
+    bench.add_argument(
+        "--org",
+        default="mmlu-held-out",
+        help="mmlu-held-out | mmlu-design | mmlu-held-out:GROUP (mostly one MMLU subject group: "
+        "stem, humanities, social, other)",
+    )
     bench.add_argument("--seeds", type=int, default=5)
     bench.add_argument("--stream", type=int, default=2000, help="requests (= outcomes) replayed")
     bench.add_argument("--explore", type=float, default=0.03)
