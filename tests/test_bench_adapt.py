@@ -50,6 +50,7 @@ def test_the_report_prints_each_checkpoint_with_its_spread(tmp_path: Path) -> No
                 "outcomes": p,
                 "apgr": {"mean": 0.5, "sd": 0.01},
                 "apgr_gain": {"mean": 0.1, "sd": 0.02},
+                "worst_gain": -0.0123,
                 "apgr_gain_no_explore": {"mean": 0.05, "sd": 0.02},
                 "cpt80": {"mean": 0.6, "sd": 0.03},
                 "versions": [1, 1],
@@ -64,6 +65,7 @@ def test_the_report_prints_each_checkpoint_with_its_spread(tmp_path: Path) -> No
     }
     text = format_result(result)
     assert "2000" in text and "+0.1000 ± 0.0200" in text and "exploration" in text
+    assert "-0.0123" in text  # the worst seed, not only the mean
 
 
 def test_a_mostly_one_group_organisation_is_held_out_and_mostly_that_group(

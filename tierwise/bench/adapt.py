@@ -151,6 +151,7 @@ def run_bench(
                 "outcomes": p,
                 "apgr": _spread([r.apgr[p] for r in runs]),
                 "apgr_gain": _spread([r.apgr[p] - r.apgr[0] for r in runs]),
+                "worst_gain": round(min(r.apgr[p] - r.apgr[0] for r in runs), 4),
                 "apgr_gain_no_explore": _spread([r.apgr[p] - r.apgr[0] for r in flat]),
                 "cpt80": _spread([r.cpt80[p] for r in runs]),
                 "versions": [r.adopted[p] for r in runs],
@@ -224,12 +225,13 @@ def format_result(result: dict[str, Any]) -> str:
         f"{result['seeds']} seeds, stream {result['stream']}, exploration {result['explore']:.0%}, "
         f"strong share {result['strong_share']:.0%}; judged on later traffic only",
         f"{'outcomes':>9} {'APGR':>16} {'gain vs unadapted':>20} {'gain, no exploring':>20} "
-        f"{'strong share @80% PGR':>22}  versions",
+        f"{'worst seed':>10} {'strong share @80% PGR':>22}  versions",
     ]
     for row in result["table"]:
         lines.append(
             f"{row['outcomes']:>9} {_pm(row['apgr']):>16} {_pm(row['apgr_gain'], '+'):>20} "
-            f"{_pm(row['apgr_gain_no_explore'], '+'):>20} {_pm(row['cpt80']):>22}  "
+            f"{_pm(row['apgr_gain_no_explore'], '+'):>20} {row['worst_gain']:>+10.4f} "
+            f"{_pm(row['cpt80']):>22}  "
             f"{row['versions']}"
         )
     ex = result["exploration"]
