@@ -16,8 +16,8 @@ from tierwise.adapt.fit import Example, FitSettings, identity, refit
 from tierwise.adapt.model import Adaptation, sketch_of
 from tierwise.adapt.outcomes import OutcomeError, open_log, record_outcome, training_examples
 from tierwise.adapt.refresh import refresh
-from tierwise.adapt.store import AdaptStore, store_for
-from tierwise.config import load_config
+from tierwise.adapt.store import AdaptStore, log_path, store_for
+from tierwise.config import TierwiseConfig, load_config
 from tierwise.request import ChatRequest, Message, Scope
 from tierwise.router import TierRouter
 from tierwise.telemetry import Telemetry
@@ -139,7 +139,14 @@ def test_a_version_written_before_the_basis_still_reads_the_raw_sketch() -> None
 def adapt_config(tmp_path: Path, **adapt: Any) -> dict[str, Any]:
     config = three_tiers()
     config["telemetry"] = {"log": True, "path": str(tmp_path / "log.db"), "metrics": False}
-    config["adapt"] = {"enabled": True, "explore": 0.0, "reload_s": 0.01, **adapt}
+    config["adapt"] = {
+        "enabled": True,
+        "explore": 0.0,
+        "reload_s": 0.01,
+        "refit_every": 0,  # no background refit unless a test asks for one
+        "refit_interval_s": 0,
+        **adapt,
+    }
     return config
 
 
@@ -238,32 +245,39 @@ def test_exploration_says_so_and_stays_among_the_tiers_left(tmp_path: Path) -> N
         assert not any("exploration" in r for r in off.decide_text("hi").reasons)
 
 
-def test_tierwise_adapt_adopts_from_logged_outcomes(tmp_path: Path) -> None:
-    # The install's cheap tier fails on the question the scorer finds easy (say, a local
-    # model that knows no colours): the scorer's order is wrong there, and only the
-    # outcomes can say so. Exploration lets both topics reach both tiers.
-    config = load_config(adapt_config(tmp_path, min_outcomes=20, explore=0.2))
+def log_learnable_traffic(config: TierwiseConfig, n: int = 200, start: int = 0) -> None:
+    """n requests through a real router into the log, each with an outcome.
+
+    The install's cheap tier fails on the question the scorer finds easy (say, a local
+    model that knows no colours): the scorer's order is wrong there, and only the
+    outcomes can say so. Exploration lets both topics reach both tiers."""
     router = TierRouter(config)
-    router._rng = random.Random(1)  # the same explorations every run
+    router._explore, router._rng = 0.2, random.Random(1 + start)  # the same every run
     telemetry = Telemetry.for_router(router, "test")
-    rng = random.Random(0)
+    rng = random.Random(start)
     words = {1: "Name a colour of the sky.", 0: "Prove the Riemann zeta identity for s>1."}
     scope = Scope(user="u")
     hard = {}
     now = time.time()
-    for i in range(200):
+    for i in range(start, start + n):
         topic = rng.randrange(2)
         decision = router.decide_text(f"{words[topic]} ({i})")
         telemetry.request(decision, scope=scope, request_id=f"id-{i}", ts=now + i)
         hard[f"id-{i}"] = topic == 1
     assert telemetry.log is not None and telemetry.log.flush()
     telemetry.close()
-    conn = open_log(tmp_path / "log.db")
+    conn = open_log(log_path(config))
     rows = conn.execute("SELECT tier, request_id FROM requests ORDER BY id").fetchall()
     for i, (tier, rid) in enumerate(rows):
-        failed = hard[rid] and tier != "cloud"
-        record_outcome(conn, rid, scope.key(), 0.0 if failed else 1.0, ts=now + i)
+        if rid in hard:
+            failed = hard[rid] and tier != "cloud"
+            record_outcome(conn, rid, scope.key(), 0.0 if failed else 1.0, ts=now + i)
     conn.close()
+
+
+def test_tierwise_adapt_adopts_from_logged_outcomes(tmp_path: Path) -> None:
+    config = load_config(adapt_config(tmp_path, min_outcomes=20))
+    log_learnable_traffic(config)
     done = refresh(config)
     assert done.outcomes == 200
     assert done.result.adopted, done.result.why

@@ -392,6 +392,21 @@ class AdaptConfig(StrictModel):
         "bootstrap lower bound at this level is above zero",
     )
     reload_s: float = Field(5.0, gt=0, description="how often the router checks for a new version")
+    refit_every: int = Field(
+        200,
+        ge=0,
+        description="a serving process refits in the background after this many new "
+        "outcomes (0 = not on a count; `tierwise adapt` always can)",
+    )
+    refit_interval_s: float = Field(
+        3600.0,
+        ge=0,
+        description="... or when this long passed since the last refit and any outcome "
+        "arrived (0 = not on time; both 0 = no background refit)",
+    )
+    refit_check_s: float = Field(
+        30.0, gt=0, description="how often the background refit counts new outcomes"
+    )
 
 
 class SummarizeConfig(StrictModel):

@@ -6,6 +6,7 @@ import logging
 import random
 import time
 
+from tierwise.adapt import background
 from tierwise.adapt.explore import explore
 from tierwise.adapt.scorer import ADAPT_NOTE, AdaptedScorer
 from tierwise.adapt.store import store_for
@@ -51,6 +52,7 @@ class TierRouter:
         adapt = self.config.adapt
         if adapt.enabled:  # the install's own correction over whatever the scorer says
             self.scorer = AdaptedScorer(self.scorer, store_for(self.config), adapt.reload_s)
+            background.watch(self.config)  # refits off the request path, one per directory
         self._explore = adapt.explore if adapt.enabled else 0.0
         self._rng = random.Random()
         self.signals = signals or signals_for(self.config)
