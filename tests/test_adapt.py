@@ -245,25 +245,33 @@ def test_exploration_says_so_and_stays_among_the_tiers_left(tmp_path: Path) -> N
         assert not any("exploration" in r for r in off.decide_text("hi").reasons)
 
 
-def log_learnable_traffic(config: TierwiseConfig, n: int = 200, start: int = 0) -> None:
+def log_learnable_traffic(
+    config: TierwiseConfig,
+    n: int = 200,
+    start: int = 0,
+    scope: Scope | None = None,
+    hard_topic: int = 1,
+) -> None:
     """n requests through a real router into the log, each with an outcome.
 
     The install's cheap tier fails on the question the scorer finds easy (say, a local
     model that knows no colours): the scorer's order is wrong there, and only the
-    outcomes can say so. Exploration lets both topics reach both tiers."""
+    outcomes can say so. Exploration lets both topics reach both tiers. hard_topic=0: the
+    cheap tier fails where the scorer expects it to (the proof)."""
+    scope = scope or Scope(user="u")
     router = TierRouter(config)
     router._explore, router._rng = 0.2, random.Random(1 + start)  # the same every run
     telemetry = Telemetry.for_router(router, "test")
     rng = random.Random(start)
     words = {1: "Name a colour of the sky.", 0: "Prove the Riemann zeta identity for s>1."}
-    scope = Scope(user="u")
     hard = {}
     now = time.time()
     for i in range(start, start + n):
         topic = rng.randrange(2)
         decision = router.decide_text(f"{words[topic]} ({i})")
-        telemetry.request(decision, scope=scope, request_id=f"id-{i}", ts=now + i)
-        hard[f"id-{i}"] = topic == 1
+        rid = f"{scope.key()[:6]}-{i}"
+        telemetry.request(decision, scope=scope, request_id=rid, ts=now + i)
+        hard[rid] = topic == hard_topic
     assert telemetry.log is not None and telemetry.log.flush()
     telemetry.close()
     conn = open_log(log_path(config))

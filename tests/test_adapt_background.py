@@ -58,7 +58,7 @@ def test_one_replica_refits_and_the_others_do_not_repeat_it(tmp_path: Path) -> N
         fcntl.flock(held, fcntl.LOCK_EX)
         assert one.check() is None and store.versions() == []
     done = one.check()
-    assert done is not None and done.result.adopted, done and done.result.why
+    assert done is not None and done[0].result.adopted, done and done[0].result.why
     assert two.check() is None  # it sees the refit just done: nothing new to learn
     assert store.versions() == [1]
     # Fewer new outcomes than refit_every, and the interval not yet passed: nothing runs;
@@ -66,7 +66,7 @@ def test_one_replica_refits_and_the_others_do_not_repeat_it(tmp_path: Path) -> N
     log_learnable_traffic(config, n=20, start=200)
     assert two.check() is None
     later = two.check(now=time.time() + config.adapt.refit_interval_s + 1)
-    assert later is not None and later.outcomes == 220
+    assert later is not None and later[0].outcomes == 220
 
 
 def test_no_refitter_without_the_log_or_with_both_triggers_off(tmp_path: Path) -> None:

@@ -392,6 +392,12 @@ class AdaptConfig(StrictModel):
         "bootstrap lower bound at this level is above zero",
     )
     reload_s: float = Field(5.0, gt=0, description="how often the router checks for a new version")
+    scope: Literal["install", "tenant"] = Field(
+        "install",
+        description="install: one correction for all traffic; tenant: also one per caller "
+        "scope (the hashed key the log and the cache use) with min_outcomes of its own, "
+        "the install-wide one serving the others",
+    )
     refit_every: int = Field(
         200,
         ge=0,

@@ -51,7 +51,11 @@ class TierRouter:
         self.scorer = scorer or build_scorer(self.config, judge=judge)
         adapt = self.config.adapt
         if adapt.enabled:  # the install's own correction over whatever the scorer says
-            self.scorer = AdaptedScorer(self.scorer, store_for(self.config), adapt.reload_s)
+            config = self.config
+            tenants = (lambda key: store_for(config, key)) if adapt.scope == "tenant" else None
+            self.scorer = AdaptedScorer(
+                self.scorer, store_for(config), adapt.reload_s, tenant_store=tenants
+            )
             background.watch(self.config)  # refits off the request path, one per directory
         self._explore = adapt.explore if adapt.enabled else 0.0
         self._rng = random.Random()

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from tierwise.adapt.outcomes import open_log
-from tierwise.adapt.refresh import Refresh, refresh
+from tierwise.adapt.refresh import Refresh, refresh_all
 from tierwise.adapt.store import log_path, store_for
 from tierwise.config import TierwiseConfig
 
@@ -54,7 +54,7 @@ class Refitter:
         self.dir = store_for(config).dir
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tierwise-refit", daemon=True)
-        self.last: Refresh | None = None  # what this process's latest refit said
+        self.last: list[Refresh] = []  # what this process's latest refit said
 
     @property
     def alive(self) -> bool:
@@ -73,8 +73,9 @@ class Refitter:
             except Exception:  # a bad log or a full disk must not end the loop
                 log.exception("tierwise adapt: background refit failed; trying again later")
 
-    def check(self, now: float | None = None) -> Refresh | None:
-        """Refit if due and no other process is refitting; the refit's result, else None."""
+    def check(self, now: float | None = None) -> list[Refresh] | None:
+        """Refit if due and no other process is refitting: the install-wide result first (then
+        each tenant's, with adapt.scope: tenant); None when nothing ran."""
         now = time.time() if now is None else now
         if not self._due(self._outcomes(), now):
             return None
@@ -87,10 +88,12 @@ class Refitter:
             outcomes = self._outcomes()
             if not self._due(outcomes, now):  # it just did
                 return None
-            done = refresh(self.config)
+            done = refresh_all(self.config)
             self._mark(outcomes, now)
         self.last = done
-        log.info("tierwise adapt: background refit on %d outcomes: %s", outcomes, done.result.why)
+        for one in done:
+            who = f"tenant {one.scope[:8]}" if one.scope else "install"
+            log.info("tierwise adapt: background refit (%s): %s", who, one.result.why)
         return done
 
     def _due(self, outcomes: int, now: float) -> bool:

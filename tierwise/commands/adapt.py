@@ -21,6 +21,12 @@ def register(sub: Subparsers) -> None:
     what = adapt.add_mutually_exclusive_group()
     what.add_argument("--rollback", action="store_true", help="go back to the previous version")
     what.add_argument("--status", action="store_true", help="show versions and outcomes only")
+    adapt.add_argument(
+        "--scope",
+        default=None,
+        metavar="KEY",
+        help="a tenant's own versions (adapt.scope: tenant; the key `tierwise adapt` prints)",
+    )
     adapt.set_defaults(handler=run)
 
 
@@ -44,12 +50,16 @@ def add_bench_parser(bench_sub: Any, data: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tierwise.adapt.outcomes import open_log
-    from tierwise.adapt.refresh import refresh
+    from tierwise.adapt.refresh import refresh_all
     from tierwise.adapt.status import adapt_status, format_status
     from tierwise.adapt.store import log_path, store_for
 
     config = load_config(args.config)
-    store = store_for(config)
+    try:
+        store = store_for(config, args.scope)
+    except ValueError as exc:
+        print(f"tierwise adapt: {exc}", file=sys.stderr)
+        return 1
     if args.rollback:
         try:
             version = store.rollback()
@@ -72,9 +82,15 @@ def run(args: argparse.Namespace) -> int:
         finally:
             conn.close()
         return 0
-    done = refresh(config)
-    print(f"{done.outcomes} usable outcomes; {done.result.why}")
-    print(f"in service: version {done.version or 'none (the scorer as it is)'}")
+    install, *tenants = refresh_all(config)
+    print(f"{install.outcomes} usable outcomes; {install.result.why}")
+    print(f"in service: version {install.version or 'none (the scorer as it is)'}")
+    for done in tenants:
+        serves = done.version or "none of its own (the install-wide one)"
+        print(
+            f"tenant {done.scope}: {done.outcomes} outcomes; {done.result.why}; in service: "
+            f"{serves}"
+        )
     return 0
 
 
