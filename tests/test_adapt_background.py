@@ -43,7 +43,8 @@ def test_a_serving_router_refits_by_itself_and_serves_the_new_version(
     path = tmp_path / "tierwise.yaml"
     path.write_text(yaml.safe_dump(settings))
     assert main(["--config", str(path), "adapt", "--status"]) == 0
-    assert "in service: version 1" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "in service: version 1" in shown and "last background refit:" in shown
     refitter.stop()
 
 

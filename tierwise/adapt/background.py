@@ -46,6 +46,15 @@ def watch(config: TierwiseConfig) -> Refitter | None:
         return refitter
 
 
+def last_refit(directory: Path) -> tuple[int, float]:
+    """(outcomes, unix time) of the last background refit by any process; (0, 0) before."""
+    try:
+        data = json.loads((directory / "refit.json").read_text(encoding="utf-8"))
+        return int(data["outcomes"]), float(data["ts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0, 0.0
+
+
 class Refitter:
     """One background refit loop over one install's log and adapt directory."""
 
@@ -117,12 +126,7 @@ class Refitter:
             conn.close()
 
     def _marker(self) -> tuple[int, float]:
-        """(outcomes, time) of the last refit by any process; (0, 0) before the first."""
-        try:
-            data = json.loads((self.dir / "refit.json").read_text(encoding="utf-8"))
-            return int(data["outcomes"]), float(data["ts"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return 0, 0.0
+        return last_refit(self.dir)
 
     def _mark(self, outcomes: int, now: float) -> None:
         tmp = self.dir / ".refit.json.tmp"

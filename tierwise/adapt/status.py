@@ -9,6 +9,7 @@ import sqlite3
 import time
 from typing import Any
 
+from tierwise.adapt.background import last_refit
 from tierwise.adapt.outcomes import counts
 from tierwise.adapt.store import AdaptStore
 
@@ -33,6 +34,7 @@ def adapt_status(
         "versions": store.versions(),
         "version": 0,
         "rollback": ROLLBACK,
+        "last_refit": dict(zip(("outcomes", "ts"), last_refit(store.dir), strict=True)),
     }
     try:
         current = store.current()
@@ -63,6 +65,10 @@ def format_status(status: dict[str, Any]) -> str:
         )
     else:
         lines.append("in service: none (the scorer as it is)")
+    refit = status.get("last_refit") or {}
+    if refit.get("ts"):
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(refit["ts"]))
+        lines.append(f"last background refit: {when}, on {refit['outcomes']} outcomes")
     sources = ", ".join(f"{k} {v}" for k, v in sorted(status["by_source"].items()))
     lines.append(
         f"outcomes received: {status['outcomes']} ({status['outcomes_24h']} in 24 h)"
