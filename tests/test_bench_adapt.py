@@ -35,6 +35,8 @@ def test_adapting_beats_the_scorer_on_later_traffic_and_exploration_is_counted()
     assert run.apgr[2000] > run.apgr[0] + 0.2
     assert run.cpt80[2000] < run.cpt80[0]
     assert run.explore_quality != 0 or run.explore_strong != 0
+    # Each adopted version is followed onto the later traffic, where here it pays off too.
+    assert run.adoptions and all(held > 0 and apgr > 0 for held, _, apgr in run.adoptions)
 
 
 def test_the_report_prints_each_checkpoint_with_its_spread(tmp_path: Path) -> None:
@@ -62,10 +64,17 @@ def test_the_report_prints_each_checkpoint_with_its_spread(tmp_path: Path) -> No
             "strong_share_added": {"mean": 0.0, "sd": 0.0},
             "apgr_gain_from_exploring": {"mean": 0.05, "sd": 0.01},
         },
+        "adoptions": {
+            "count": 3,
+            "held_back_gain": {"mean": 0.09, "sd": 0.01},
+            "later_gain": {"mean": 0.02, "sd": 0.01},
+            "later_apgr_gain": {"mean": -0.04, "sd": 0.02},
+        },
     }
     text = format_result(result)
     assert "2000" in text and "+0.1000 ± 0.0200" in text and "exploration" in text
     assert "-0.0123" in text  # the worst seed, not only the mean
+    assert "adopted versions: 3" in text and "APGR -0.0400 ± 0.0200" in text
 
 
 def test_a_mostly_one_group_organisation_is_held_out_and_mostly_that_group(

@@ -111,7 +111,7 @@ def refit(
     cut = len(ordered) - max(1, int(len(ordered) * settings.held_back_share))
     train, held = ordered[:cut], ordered[cut:]
     candidate = fit_version(train, settings)
-    gain, lower, a_cur, a_new = _held_gain(current, candidate, held, settings)
+    gain, lower, a_cur, a_new = held_gain(current, candidate, held, settings)
     adopted = not math.isnan(lower) and lower > 0
     final = fit_version(ordered, settings) if adopted else candidate
     knots_p, knots_s = equal_share_knots(
@@ -183,7 +183,7 @@ def _head(
     return tuple(float(v) for v in origin + step)
 
 
-def _held_gain(
+def held_gain(
     current: Adaptation, new: Adaptation, held: Sequence[Example], settings: FitSettings
 ) -> tuple[float, float, float, float]:
     """(gain, its one-sided lower bound, current's AUROC, new's) on the held-back slice.

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tierwise.adapt.fit import Example, FitSettings, identity, refit
+from tierwise.adapt.fit import Example, FitSettings, held_gain, identity, refit
 from tierwise.adapt.model import Adaptation, sketch_of
 from tierwise.bench.adapt_orgs import organisation
 from tierwise.training.data import Row
@@ -68,6 +68,9 @@ class Run:
     adopted: dict[int, int]  # version in service at each checkpoint
     explore_quality: float  # accuracy lost on the stream to exploration (per request)
     explore_strong: float  # strong share added to the stream by exploration
+    # Per adopted version: (the guard's held-back gain, the same metric's gain on the later
+    # traffic over the unadapted router, its APGR gain there): is the guard predictive?
+    adoptions: list[tuple[float, float, float]]
 
 
 def simulate(
@@ -103,6 +106,12 @@ def simulate(
 
     judge(0)
     adjusted = routed()
+    unadapted = current
+    on_later = [
+        Example(0.0, i.score, i.sketch, top=top, good=_correct(i, top) > 0)
+        for i, top in zip(later, routed_later(unadapted, later, threshold), strict=True)
+    ]
+    adoptions: list[tuple[float, float, float]] = []
     for n, item in enumerate(stream, start=1):
         strong = bool(adjusted[n - 1] >= threshold)
         if rng.random() < explore:
@@ -118,9 +127,25 @@ def simulate(
             if result.adopted and result.candidate is not None:
                 current = result.candidate
                 adjusted = routed()
+                later_gain = held_gain(unadapted, current, on_later, _NO_BOOTSTRAP)[0]
+                apgr_gain = outcome_report(
+                    list(current.adjusts([i.score for i in later], [i.sketch for i in later])),
+                    [i.weak for i in later],
+                    [i.strong for i in later],
+                ).apgr
+                adoptions.append((current.gain, later_gain, apgr_gain - apgr[0]))
         if n in REPORT_AT:
             judge(n)
-    return Run(apgr, cpt80, adopted, lost / len(stream), added / len(stream))
+    return Run(apgr, cpt80, adopted, lost / len(stream), added / len(stream), adoptions)
+
+
+_NO_BOOTSTRAP = FitSettings(resamples=0)
+
+
+def routed_later(version: Adaptation, later: Sequence[Item], threshold: float) -> list[bool]:
+    """Which later questions `version` sends to the strong tier."""
+    adjusted = version.adjusts([i.score for i in later], [i.sketch for i in later])
+    return [bool(a >= threshold) for a in adjusted]
 
 
 def _correct(item: Item, strong: bool) -> float:
@@ -174,6 +199,14 @@ def run_bench(
             ),
         },
     }
+    adoptions = [a for r in runs for a in r.adoptions]
+    if adoptions:
+        result["adoptions"] = {
+            "count": len(adoptions),
+            "held_back_gain": _spread([a[0] for a in adoptions]),
+            "later_gain": _spread([a[1] for a in adoptions]),
+            "later_apgr_gain": _spread([a[2] for a in adoptions]),
+        }
     if plot is not None:
         result["plot"] = str(_plot(runs, points, org, plot))
     return result
@@ -240,6 +273,13 @@ def format_result(result: dict[str, Any]) -> str:
         f"{_pm(ex['strong_share_added'], '+')} strong share; APGR it bought at the end: "
         f"{_pm(ex['apgr_gain_from_exploring'], '+')}"
     )
+    if "adoptions" in result:
+        ad = result["adoptions"]
+        lines.append(
+            f"adopted versions: {ad['count']}; the guard's held-back AUROC gain "
+            f"{_pm(ad['held_back_gain'], '+')}; on later traffic, over the unadapted router: "
+            f"the same metric {_pm(ad['later_gain'], '+')}, APGR {_pm(ad['later_apgr_gain'], '+')}"
+        )
     if "plot" in result:
         lines.append(f"plot: {result['plot']}")
     return "\n".join(lines)
