@@ -23,6 +23,7 @@ from tierwise.router import TierRouter
 from tierwise.telemetry import Telemetry
 
 THRESHOLDS = [0.0, 0.5]
+RANKING = FitSettings(guard="ranking")  # outcomes logged without exploration flags
 
 
 def sketch(topic: int) -> bytes:
@@ -51,14 +52,14 @@ def recent(examples: list[Example]) -> list[tuple[float, bytes | None]]:
 
 def test_nothing_moves_before_the_minimum_number_of_outcomes() -> None:
     examples = drifted(50, 0)
-    result = refit(identity(THRESHOLDS), examples, recent(examples), THRESHOLDS)
+    result = refit(identity(THRESHOLDS), examples, recent(examples), THRESHOLDS, RANKING)
     assert not result.adopted and result.candidate is None
     assert "before 200" in result.why
 
 
 def test_a_learnable_pattern_is_adopted_and_orders_the_topics() -> None:
     examples = drifted(600, 1)
-    result = refit(identity(THRESHOLDS), examples, recent(examples), THRESHOLDS)
+    result = refit(identity(THRESHOLDS), examples, recent(examples), THRESHOLDS, RANKING)
     assert result.adopted, result.why
     new = result.candidate
     assert new is not None and new.version == 1 and new.parent == 0
@@ -69,7 +70,7 @@ def test_a_learnable_pattern_is_adopted_and_orders_the_topics() -> None:
 
 def test_the_heads_stay_within_max_step_of_the_scorer_as_it_is() -> None:
     examples = drifted(600, 2)
-    settings = FitSettings(max_step=0.5)
+    settings = FitSettings(max_step=0.5, guard="ranking")
     new = refit(identity(THRESHOLDS), examples, recent(examples), THRESHOLDS, settings).candidate
     assert new is not None and new.basis.dims >= 1
     start = identity(THRESHOLDS)
@@ -83,14 +84,14 @@ def test_a_version_worse_on_the_held_back_slice_is_not_adopted() -> None:
     examples = drifted(1000, 3, flip_after=800)
     current = refit(identity(THRESHOLDS), drifted(600, 4), [], THRESHOLDS).candidate
     assert current is not None
-    result = refit(current, examples, recent(examples), THRESHOLDS)
+    result = refit(current, examples, recent(examples), THRESHOLDS, RANKING)
     assert not result.adopted
     assert "not adopted" in result.why
 
 
 def test_knots_keep_each_tiers_share_of_recent_traffic() -> None:
     examples = drifted(600, 5)
-    new = refit(identity(THRESHOLDS), examples, recent(examples), THRESHOLDS).candidate
+    new = refit(identity(THRESHOLDS), examples, recent(examples), THRESHOLDS, RANKING).candidate
     assert new is not None
     before = np.mean([e.score >= 0.5 for e in examples])
     after = np.mean([new.adjust(e.score, e.sketch) >= 0.5 for e in examples])
@@ -145,6 +146,9 @@ def adapt_config(tmp_path: Path, **adapt: Any) -> dict[str, Any]:
         "reload_s": 0.01,
         "refit_every": 0,  # no background refit unless a test asks for one
         "refit_interval_s": 0,
+        # The plumbing tests log through a three-tier router whose exploration never
+        # crosses into the top tier from the cheapest; the policy guard has its own tests.
+        "guard": "ranking",
         **adapt,
     }
     return config

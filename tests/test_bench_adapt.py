@@ -47,6 +47,7 @@ def test_the_report_prints_each_checkpoint_with_its_spread(tmp_path: Path) -> No
         "stream": 2000,
         "explore": 0.03,
         "strong_share": 0.5,
+        "guard": "policy",
         "table": [
             {
                 "outcomes": p,
@@ -70,11 +71,39 @@ def test_the_report_prints_each_checkpoint_with_its_spread(tmp_path: Path) -> No
             "later_gain": {"mean": 0.02, "sd": 0.01},
             "later_apgr_gain": {"mean": -0.04, "sd": 0.02},
         },
+        "bounds": {
+            "same_class": {"mean": -0.038, "sd": 0.011},
+            "ridge_256": {"mean": 0.0617, "sd": 0.0106},
+            "shares": [
+                {
+                    "explore": share,
+                    "loop": {"mean": 0.01, "sd": 0.02},
+                    "loop_worst": -0.0031,
+                    "ridge_ips": {"mean": 0.02, "sd": 0.04},
+                    "lost": {"mean": 0.002, "sd": 0.001},
+                }
+                for share in (0.03, 0.1, 0.25)
+            ],
+        },
     }
     text = format_result(result)
     assert "2000" in text and "+0.1000 ± 0.0200" in text and "exploration" in text
     assert "-0.0123" in text  # the worst seed, not only the mean
     assert "adopted versions: 3" in text and "APGR -0.0400 ± 0.0200" in text
+    assert "guard policy" in text and "accuracy at equal strong share" in text
+    assert "-0.0380 ± 0.0110" in text and "+0.0617 ± 0.0106" in text  # full information
+    assert "25%" in text and "-0.0031" in text  # each exploration share, its worst seed
+
+
+def test_full_information_bounds_find_the_topic_the_scorer_misjudges() -> None:
+    """Both classes fitted with both tiers' outcomes gain; the ridge from one tier's outcomes
+    needs exploration: at 25% it finds the topic too."""
+    from tierwise.bench.adapt_bounds import full_information, ips_ridge
+
+    items = stream(3000, 2)
+    bounds = full_information(items, seed=0, stream_len=2000)
+    assert bounds["same_class"] > 0.2 and bounds["ridge_256"] > 0.2
+    assert ips_ridge(items, 0, 2000, explore=0.25, share=0.5) > 0.2
 
 
 def test_a_mostly_one_group_organisation_is_held_out_and_mostly_that_group(

@@ -389,7 +389,14 @@ class AdaptConfig(StrictModel):
         ge=0.5,
         lt=1,
         description="a new version is adopted only when its held-back gain's one-sided "
-        "bootstrap lower bound at this level is above zero",
+        "lower bound at this level is above zero",
+    )
+    guard: Literal["policy", "ranking"] = Field(
+        "policy",
+        description="policy: adopt a version only if the held-back quality at equal strong "
+        "share, estimated from explored outcomes by their propensity, has a lower bound "
+        "above zero (needs explore > 0); ranking: the earlier guard, each tier's own "
+        "outcomes ranked (AUROC), which lost on every held-back bench organisation",
     )
     reload_s: float = Field(5.0, gt=0, description="how often the router checks for a new version")
     scope: Literal["install", "tenant"] = Field(

@@ -2,10 +2,12 @@
 
 Guards, in order: enough outcomes before anything moves; a held-back slice of the most
 recent outcomes that the fit never sees; heads kept within a bounded distance of the
-scorer as it is; and the rule that a new version is adopted only when the order it routes
-by ranks the held-back slice's outcomes better than the current one, by more than the
-slice's own noise (a bootstrap lower bound on the gain above zero, see _held_gain). A
-version that passes is refitted on every outcome before it serves. Pure: the caller reads
+scorer as it is; and the rule that a new version is adopted only when, on the held-back
+slice, it would do better than the current one by more than the slice's own noise. Better
+means (guard "policy", the default) more good answers at the same strong share, estimated
+from the explored outcomes by their propensity (offpolicy.py); or (guard "ranking", the
+first one) ranking each tier's own outcomes better (held_gain). A version that passes is
+refitted on every outcome before it serves. Pure: the caller reads
 the outcomes and writes the version.
 """
 
@@ -16,10 +18,12 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from tierwise.adapt.model import SKETCH_DIM, Adaptation, Basis, equal_share_knots, unsketch
+from tierwise.adapt.offpolicy import policy_gain
 from tierwise.adapt.outcomes import Example
 
 # Chosen with `tierwise bench adapt --org mmlu-design` (never on the held-back org):
@@ -35,8 +39,12 @@ class FitSettings:
     l2: float = 10.0  # pulls the sketch weights toward zero
     max_step: float = 2.0  # largest L2 distance of each head's weights from version 0's
     dims: int = 32  # sketch axes the heads read (a per-install PCA of the logged sketches)
-    confidence: float = 0.8  # one-sided level of the held-back gain's bootstrap lower bound
+    confidence: float = 0.8  # one-sided level of the held-back gain's lower bound
     resamples: int = 200
+    # policy: the quality the two versions would get at equal strong share, estimated from
+    # the explored outcomes (offpolicy.py); ranking: each tier's own outcomes (AUROC)
+    guard: Literal["policy", "ranking"] = "policy"
+    explore: float = 0.03  # the exploration share the held-back outcomes were logged with
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,11 @@ def refit(
     cut = len(ordered) - max(1, int(len(ordered) * settings.held_back_share))
     train, held = ordered[:cut], ordered[cut:]
     candidate = fit_version(train, settings)
-    gain, lower, a_cur, a_new = held_gain(current, candidate, held, settings)
+    if settings.guard == "policy":
+        gain, lower = policy_gain(current, candidate, held, settings.explore, settings.confidence)
+        a_cur = a_new = float("nan")
+    else:
+        gain, lower, a_cur, a_new = held_gain(current, candidate, held, settings)
     adopted = not math.isnan(lower) and lower > 0
     final = fit_version(ordered, settings) if adopted else candidate
     knots_p, knots_s = equal_share_knots(
@@ -130,6 +142,8 @@ def refit(
         gain=0.0 if math.isnan(gain) else gain,
         created=time.time() if now is None else now,
     )
+    if settings.guard == "policy":
+        return FitResult(adopted, _policy_why(adopted, gain, lower, settings), version)
     if math.isnan(gain):
         return FitResult(False, "the held-back slice has only one kind of outcome", version)
     level = f"{settings.confidence:.0%} lower bound {lower:+.3f}"
@@ -138,6 +152,14 @@ def refit(
         return FitResult(False, why, version, a_cur, a_new)
     why = f"adopted: held-back AUROC {a_new:.3f} (current {a_cur:.3f}; {level})"
     return FitResult(True, why, version, a_cur, a_new)
+
+
+def _policy_why(adopted: bool, gain: float, lower: float, settings: FitSettings) -> str:
+    if math.isnan(gain) or math.isnan(lower):
+        return "not adopted: without explored outcomes the held-back gain cannot be estimated"
+    level = f"{settings.confidence:.0%} lower bound {lower:+.3f}"
+    verdict = "adopted" if adopted else "not adopted"
+    return f"{verdict}: held-back quality at equal strong share {gain:+.3f} per request ({level})"
 
 
 def fit_version(examples: Sequence[Example], settings: FitSettings) -> Adaptation:

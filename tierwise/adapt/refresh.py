@@ -38,6 +38,8 @@ def settings_of(config: TierwiseConfig) -> FitSettings:
         max_step=adapt.max_step,
         dims=adapt.sketch_dims,
         confidence=adapt.confidence,
+        guard=adapt.guard,
+        explore=adapt.explore,
     )
 
 

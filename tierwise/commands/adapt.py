@@ -45,6 +45,19 @@ def add_bench_parser(bench_sub: Any, data: Path) -> None:
     bench.add_argument("--stream", type=int, default=2000, help="requests (= outcomes) replayed")
     bench.add_argument("--explore", type=float, default=0.03)
     bench.add_argument("--plot", type=Path, default=Path("bench-adapt.png"))
+    bench.add_argument(
+        "--guard",
+        choices=("policy", "ranking"),
+        default="policy",
+        help="policy: adopt on the held-back quality at equal strong share (explored outcomes, "
+        "by propensity); ranking: on each tier's own outcomes (the previous guard)",
+    )
+    bench.add_argument(
+        "--bounds",
+        action="store_true",
+        help="also what feedback could buy: fits with both tiers' outcomes known, and "
+        "exploration shares 3/10/25%%",
+    )
     bench.set_defaults(handler=run_bench)
 
 
@@ -105,6 +118,8 @@ def run_bench(args: argparse.Namespace) -> int:
             stream_len=args.stream,
             explore=args.explore,
             plot=args.plot,
+            guard=args.guard,
+            bounds=args.bounds,
         )
     except (ValueError, OSError, ImportError) as exc:
         print(f"tierwise bench adapt: {exc}", file=sys.stderr)
