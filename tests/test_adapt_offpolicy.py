@@ -26,7 +26,7 @@ def logged(n: int, seed: int, explore: float) -> list[Example]:
 
 
 def test_a_candidate_that_routes_the_failing_topic_up_gains_and_is_adopted() -> None:
-    examples = logged(1000, 0, explore=0.25)
+    examples = logged(4000, 0, explore=0.25)
     settings = FitSettings(explore=0.25)
     result = refit(identity(THRESHOLDS), examples, [], THRESHOLDS, settings)
     assert result.adopted, result.why

@@ -27,9 +27,10 @@ def stream(n: int, seed: int) -> list[Item]:
 
 
 def test_adapting_beats_the_scorer_on_later_traffic_and_exploration_is_counted() -> None:
+    # Half the requests explored: enough for the guard's bound to see the gain by 1,500.
     items = stream(3000, 0)
     run = simulate(
-        items, seed=1, stream_len=2000, explore=0.05, strong_share=0.5, settings=FitSettings()
+        items, seed=1, stream_len=2000, explore=0.5, strong_share=0.5, settings=FitSettings()
     )
     assert run.adopted[0] == 0 and run.adopted[2000] >= 1
     assert run.apgr[2000] > run.apgr[0] + 0.2
