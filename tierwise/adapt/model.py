@@ -116,7 +116,7 @@ class Adaptation:
     knots_p: tuple[float, ...]  # probability cut points, rising
     knots_s: tuple[float, ...]  # the configured scores they map to, rising
     outcomes: int = 0  # training outcomes it was fitted on
-    gain: float = 0.0  # AUROC gain over the version it replaced, on the held-back slice
+    gain: float = 0.0  # the guard's gain over the version it replaced, on the held-back slice
     held_back: int = 0  # outcomes in that slice
     parent: int = 0
     created: float = 0.0

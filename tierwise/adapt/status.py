@@ -60,7 +60,7 @@ def format_status(status: dict[str, Any]) -> str:
     elif status["version"]:
         lines.append(
             f"in service: version {status['version']} (parent {status['parent']}), fitted on "
-            f"{status['fitted_on']} outcomes, held-back AUROC gain {status['gain']:+.4f} on "
+            f"{status['fitted_on']} outcomes, held-back gain {status['gain']:+.4f} on "
             f"{status['held_back']}; undo with `{status['rollback']}`"
         )
     else:
