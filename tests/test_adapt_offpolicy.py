@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import numpy as np
 
-from tests.test_adapt import THRESHOLDS, sketch
+from tests.test_adapt import THRESHOLDS, adapt_config, sketch
+from tests.test_adapt import logged as logged_request
 from tierwise.adapt.fit import Example, FitSettings, identity, refit
 from tierwise.adapt.offpolicy import policy_gain
+from tierwise.adapt.outcomes import open_log, record_outcome, training_examples
+from tierwise.config import load_config
+from tierwise.request import Scope
+from tierwise.router import TierRouter
 
 
 def logged(n: int, seed: int, explore: float) -> list[Example]:
@@ -62,3 +69,35 @@ def test_rare_exploration_gives_a_wide_bound() -> None:
         gain, lower = policy_gain(identity(THRESHOLDS), fitted.candidate, held, share, 0.8)
         spans.append(gain - lower)
     assert spans[0] > 2 * spans[1]
+
+
+EASY = "What is the capital of France?"  # local: explored to hpc, never crossing
+HARD = "Write a distributed consensus algorithm in Rust with proofs of safety and liveness."
+
+
+def test_only_explorations_across_the_top_tiers_boundary_count_in_the_log(
+    tmp_path: Path,
+) -> None:
+    """A real router explores every request here; the log says which crossed into or out of
+    the top tier (those tell the guard what the other side of the decision gets)."""
+    router = TierRouter(load_config(adapt_config(tmp_path)))
+    router._explore, router._rng = 1.0, random.Random(0)
+    scope = Scope(user="u")
+    served = {}
+    for i in range(12):
+        text = EASY if i % 2 else HARD
+        served[f"r{i}"] = (logged_request(router, f"{text} ({i})", f"r{i}", scope), text)
+    conn = open_log(tmp_path / "log.db")
+    chosen = {}
+    for n, (rid, reasons) in enumerate(
+        conn.execute("SELECT request_id, reasons FROM requests ORDER BY id").fetchall()
+    ):
+        line = next(r for r in json.loads(reasons) if r.startswith("exploration:"))
+        chosen[rid] = line.split(" instead of ")[1].split(" ")[0]
+        record_outcome(conn, rid, scope.key(), 1.0, ts=float(n))
+    examples = training_examples(conn, "cloud")  # in the order they were rated
+    conn.close()
+    assert len(examples) == 12
+    crossed = [(tier == "cloud") != (chosen[rid] == "cloud") for rid, (tier, _) in served.items()]
+    assert any(crossed) and not all(crossed)  # both kinds happened
+    assert [e.explored for e in examples] == crossed
