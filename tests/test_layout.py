@@ -143,6 +143,7 @@ def test_serving_never_imports_hosts_or_training() -> None:
         "import sys, tierwise.router, tierwise.cli, tierwise.rules, tierwise.request;"
         "import tierwise.cache.semantic, tierwise.scoring.factory, tierwise.telemetry.recorder;"
         "import tierwise.adapt.scorer, tierwise.adapt.outcomes, tierwise.adapt.explore;"
+        "import tierwise.adapt.background;"
         "bad=[m for m in sys.modules if m.split('.')[0] in ('litellm','open_webui')"
         " or m.startswith('tierwise.training')];"
         "print(bad); raise SystemExit(1 if bad else 0)"

@@ -41,7 +41,14 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, P
         "tierwise": {
             "scoring": {"method": "heuristic"},
             "telemetry": {"log": True, "path": str(db)},
-            "adapt": {"enabled": True, "explore": 0.0},
+            # Refit in the background as soon as 10 outcomes are in, checking every 0.2 s.
+            "adapt": {
+                "enabled": True,
+                "explore": 0.0,
+                "min_outcomes": 10,
+                "refit_every": 10,
+                "refit_check_s": 0.2,
+            },
         },
     }
     service = start_litellm(config, log_dir)
@@ -119,6 +126,31 @@ def test_bad_feedback_is_refused_plainly_and_stores_nothing(proxy: tuple[Service
     assert _outcomes(db) == before
     # The proxy still serves chat after all of it.
     assert ask(service, "What is 2 + 2?", stream=False)
+
+
+def test_feedback_calls_lead_to_a_background_refit_in_the_proxy(
+    proxy: tuple[Service, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from tests.conftest import three_tiers
+    from tierwise.cli import main
+
+    service, db = proxy
+    for i in range(10):
+        answer_id = ask(service, f"Name a colour of the sky ({i}).", stream=False)
+        assert rate_when_logged(service, {"id": answer_id, "score": i % 2}).status_code == 200
+    marker = db.parent / "adapt" / "refit.json"
+    deadline = time.monotonic() + 120
+    while not (marker.is_file() and json.loads(marker.read_text())["outcomes"] >= 10):
+        assert time.monotonic() < deadline, "no background refit in the proxy"
+        time.sleep(0.2)
+    # The command reads the same log and directory: it shows the proxy's refit.
+    config = {**three_tiers(), "telemetry": {"log": True, "path": str(db)}}
+    path = tmp_path / "tierwise.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["--config", str(path), "adapt", "--status"]) == 0
+    assert "last background refit:" in capsys.readouterr().out
 
 
 def _outcomes(db: Path) -> int:

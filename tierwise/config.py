@@ -408,8 +408,55 @@ class AdaptConfig(StrictModel):
     held_back_share: float = Field(
         0.2, gt=0, lt=0.5, description="most recent outcomes a new version is judged on"
     )
-    max_step: float = Field(2.0, gt=0, description="largest weight change per refit and head")
+    max_step: float = Field(
+        2.0,
+        gt=0,
+        description="largest distance of each head's weights from the scorer as it is (the "
+        "sketch axes are refitted with every version, so the bound is from version 0)",
+    )
+    sketch_dims: int = Field(
+        32,
+        ge=0,
+        le=256,
+        description="sketch axes the correction reads: a per-install PCA of the logged "
+        "sketches (32 chosen in bench adapt --org mmlu-design; 0 = the score alone)",
+    )
+    confidence: float = Field(
+        0.8,
+        ge=0.5,
+        lt=1,
+        description="a new version is adopted only when its held-back gain's one-sided "
+        "lower bound at this level is above zero",
+    )
+    guard: Literal["policy", "ranking"] = Field(
+        "policy",
+        description="policy: adopt a version only if the held-back quality at equal strong "
+        "share, estimated from explored outcomes by their propensity, has a lower bound "
+        "above zero (needs explore > 0); ranking: the earlier guard, each tier's own "
+        "outcomes ranked (AUROC), which lost on every held-back bench organisation",
+    )
     reload_s: float = Field(5.0, gt=0, description="how often the router checks for a new version")
+    scope: Literal["install", "tenant"] = Field(
+        "install",
+        description="install: one correction for all traffic; tenant: also one per caller "
+        "scope (the hashed key the log and the cache use) with min_outcomes of its own, "
+        "the install-wide one serving the others",
+    )
+    refit_every: int = Field(
+        200,
+        ge=0,
+        description="a serving process refits in the background after this many new "
+        "outcomes (0 = not on a count; `tierwise adapt` always can)",
+    )
+    refit_interval_s: float = Field(
+        3600.0,
+        ge=0,
+        description="... or when this long passed since the last refit and any outcome "
+        "arrived (0 = not on time; both 0 = no background refit)",
+    )
+    refit_check_s: float = Field(
+        30.0, gt=0, description="how often the background refit counts new outcomes"
+    )
 
 
 class SummarizeConfig(StrictModel):

@@ -7,6 +7,7 @@ import logging
 import random
 import time
 
+from tierwise.adapt import background
 from tierwise.adapt.explore import explore
 from tierwise.adapt.scorer import ADAPT_NOTE, AdaptedScorer
 from tierwise.adapt.store import store_for
@@ -55,7 +56,12 @@ class TierRouter:
         self.scorer = scorer or build_scorer(self.config, judge=judge)
         adapt = self.config.adapt
         if adapt.enabled:  # the install's own correction over whatever the scorer says
-            self.scorer = AdaptedScorer(self.scorer, store_for(self.config), adapt.reload_s)
+            config = self.config
+            tenants = (lambda key: store_for(config, key)) if adapt.scope == "tenant" else None
+            self.scorer = AdaptedScorer(
+                self.scorer, store_for(config), adapt.reload_s, tenant_store=tenants
+            )
+            background.watch(self.config)  # refits off the request path, one per directory
         self._explore = adapt.explore if adapt.enabled else 0.0
         self._rng = random.Random()
         self.signals = signals or signals_for(self.config)

@@ -1,8 +1,9 @@
 """One adaptation version: a per-install correction laid over whatever score the scorer gives.
 
-The scorer's score `s` and a sketch of the question (its static embedding, int8) feed two
-logistic heads: how likely a cheaper tier's answer is good, and how likely the top tier's is
-(ratings exist only for the tier that answered, so each head learns from its own tier's
+The scorer's score `s` and a sketch of the question (its static embedding, int8), projected
+onto a few axes fitted on the install's own logged sketches (a per-install PCA, no labels),
+feed two logistic heads: how likely a cheaper tier's answer is good, and how likely the top
+tier's is (ratings exist only for the tier that answered, so each head learns from its own tier's
 outcomes). Their difference, the expected gain of going up, is mapped back onto the
 configured score scale through knots chosen so that each tier keeps the share of recent
 traffic it had (equal cost): the rule chain, the bands and the configured thresholds stay
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -45,9 +47,63 @@ def unsketch(sketch: bytes | None) -> np.ndarray:
     return np.frombuffer(sketch, dtype=np.int8).astype(np.float64) / 127.0
 
 
-def design_row(score: float, sketch: bytes | None) -> np.ndarray:
-    """[1, logit(score), sketch...]: what the correction reads for one request."""
-    return np.concatenate([[1.0, logit(score)], unsketch(sketch)])
+@dataclass(frozen=True)
+class Basis:
+    """Where a sketch is projected before the heads read it: `axes` (whitened principal axes
+    of the install's logged sketches) around `center`. A few hundred outcomes cannot pin
+    down 256 weights; they can pin down a handful along the directions the traffic varies.
+    No axes at all is the raw 256-dimensional sketch (versions written before the basis)."""
+
+    center: tuple[float, ...] = ()
+    axes: tuple[tuple[float, ...], ...] | None = None
+
+    @property
+    def dims(self) -> int:
+        return SKETCH_DIM if self.axes is None else len(self.axes)
+
+    @cached_property
+    def _matrix(self) -> tuple[np.ndarray, np.ndarray] | None:
+        if self.axes is None:
+            return None
+        axes = np.asarray(self.axes, dtype=np.float64).reshape(len(self.axes), SKETCH_DIM)
+        return np.asarray(self.center, dtype=np.float64), axes
+
+    def project(self, sketches: np.ndarray) -> np.ndarray:
+        """Rows of unsketched vectors to the heads' coordinates."""
+        matrix = self._matrix
+        if matrix is None:
+            return sketches
+        center, axes = matrix
+        if not len(axes):
+            return np.zeros((len(sketches), 0))
+        return (sketches - center) @ axes.T
+
+    def rows(self, scores: Sequence[float], sketches: Sequence[bytes | None]) -> np.ndarray:
+        """[1, logit(score), projected sketch...] per request: what the heads read."""
+        raw = np.stack([unsketch(k) for k in sketches]) if len(sketches) else np.zeros((0, 256))
+        projected = self.project(raw)
+        missing = [i for i, k in enumerate(sketches) if not k or len(k) != SKETCH_DIM]
+        projected[missing] = 0.0  # no sketch: the scorer's score alone
+        logits = np.array([logit(s) for s in scores], dtype=np.float64)
+        return np.column_stack([np.ones(len(scores)), logits, projected])
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.axes is None:
+            return {}
+        return {
+            "center": [round(v, 6) for v in self.center],
+            "axes": [[round(v, 6) for v in axis] for axis in self.axes],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Basis:
+        if "axes" not in data:
+            return cls()
+        axes = tuple(tuple(float(v) for v in axis) for axis in data["axes"])
+        center = tuple(float(v) for v in data.get("center", ()))
+        if any(len(axis) != SKETCH_DIM for axis in axes) or (axes and len(center) != SKETCH_DIM):
+            raise ValueError(f"the sketch basis must have {SKETCH_DIM} values per axis and center")
+        return cls(center=center, axes=axes)
 
 
 @dataclass(frozen=True)
@@ -55,30 +111,42 @@ class Adaptation:
     """A fitted correction and the knots that put it back on the configured score scale."""
 
     version: int
-    cheap: tuple[float, ...]  # P(a cheaper tier's answer is good), over design_row()
-    top: tuple[float, ...]  # P(the top tier's answer is good), over design_row()
+    cheap: tuple[float, ...]  # P(a cheaper tier's answer is good), over basis.rows()
+    top: tuple[float, ...]  # P(the top tier's answer is good), over basis.rows()
     knots_p: tuple[float, ...]  # probability cut points, rising
     knots_s: tuple[float, ...]  # the configured scores they map to, rising
     outcomes: int = 0  # training outcomes it was fitted on
-    gain: float = 0.0  # AUROC gain over the version it replaced, on the held-back slice
+    gain: float = 0.0  # the guard's gain over the version it replaced, on the held-back slice
     held_back: int = 0  # outcomes in that slice
     parent: int = 0
     created: float = 0.0
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    basis: Basis = Basis(axes=())
 
     def good(self, score: float, sketch: bytes | None, top: bool) -> float:
         """P(the answer is good) from the top tier (top=True) or from a cheaper one."""
-        return _sigmoid(np.dot(self.top if top else self.cheap, design_row(score, sketch)))
+        row = self.basis.rows([score], [sketch])[0]
+        return _sigmoid(np.dot(self.top if top else self.cheap, row))
 
     def need(self, score: float, sketch: bytes | None) -> float:
         """Expected gain of the top tier over a cheaper one, moved from [-1, 1] to [0, 1]."""
-        row = design_row(score, sketch)
-        return (1.0 + _sigmoid(np.dot(self.top, row)) - _sigmoid(np.dot(self.cheap, row))) / 2
+        return float(self.needs([score], [sketch])[0])
+
+    def needs(self, scores: Sequence[float], sketches: Sequence[bytes | None]) -> np.ndarray:
+        """need() of many requests at once (what refits and the simulation read)."""
+        rows = self.basis.rows(scores, sketches)
+        top = 1 / (1 + np.exp(-np.clip(rows @ np.asarray(self.top), -40, 40)))
+        cheap = 1 / (1 + np.exp(-np.clip(rows @ np.asarray(self.cheap), -40, 40)))
+        return np.asarray((1.0 + top - cheap) / 2)
 
     def adjust(self, score: float, sketch: bytes | None) -> float:
         """The adapted score on the configured scale (monotone in need())."""
-        return float(np.interp(self.need(score, sketch), self.knots_p, self.knots_s))
+        return float(self.adjusts([score], [sketch])[0])
+
+    def adjusts(self, scores: Sequence[float], sketches: Sequence[bytes | None]) -> np.ndarray:
+        """adjust() of many requests at once."""
+        return np.interp(self.needs(scores, sketches), self.knots_p, self.knots_s)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +162,7 @@ class Adaptation:
             "knots_p": [round(k, 6) for k in self.knots_p],
             "knots_s": [round(k, 6) for k in self.knots_s],
             **({"extra": self.extra} if self.extra else {}),
+            **self.basis.as_dict(),
         }
 
     @classmethod
@@ -105,11 +174,12 @@ class Adaptation:
             knots_p = tuple(float(k) for k in data["knots_p"])
             knots_s = tuple(float(k) for k in data["knots_s"])
             version = int(data["version"])
+            basis = Basis.from_dict(data)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not an adaptation file: {exc}") from None
         for name, head in (("cheap", cheap), ("top", top)):
-            if len(head) != 2 + SKETCH_DIM:
-                raise ValueError(f"{name} must have {2 + SKETCH_DIM} weights, not {len(head)}")
+            if len(head) != 2 + basis.dims:
+                raise ValueError(f"{name} must have {2 + basis.dims} weights, not {len(head)}")
         if len(knots_p) != len(knots_s) or len(knots_p) < 2:
             raise ValueError("knots_p and knots_s must be equally long (at least 2)")
         if list(knots_p) != sorted(knots_p) or list(knots_s) != sorted(knots_s):
@@ -127,6 +197,7 @@ class Adaptation:
             created=float(data.get("created", 0.0)),
             note=str(data.get("note", "")),
             extra=dict(data.get("extra") or {}),
+            basis=basis,
         )
 
 

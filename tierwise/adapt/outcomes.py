@@ -27,6 +27,8 @@ class Example:
     sketch: bytes | None
     top: bool  # answered by the top tier (else by a cheaper one)
     good: bool
+    scope: str = ""  # Scope.key() of the caller (the tenant, with adapt.scope: tenant)
+    explored: bool = False  # sent to the other tier by exploration (its propensity is known)
 
 
 class OutcomeError(ValueError):
@@ -103,28 +105,46 @@ def _latest(conn: sqlite3.Connection, request_id: str, scope: str) -> tuple[str,
 
 
 def training_examples(conn: sqlite3.Connection, top_tier: str) -> list[Example]:
-    """The latest outcome of each rated request that a tier (not the cache) answered."""
+    """The latest outcome of each rated request that a tier (not the cache) answered.
+
+    `explored` is set only where exploration crossed the top tier's boundary (into the top
+    tier, or out of it: the reasons name the tier the router chose), the only explorations
+    that say what the other side of the routing decision would have got.
+    """
     rows = conn.execute(
         """
-        SELECT o.ts, r.raw_score, r.sketch, r.tier, o.value
+        SELECT o.ts, r.raw_score, r.sketch, r.tier, o.value, o.scope,
+               r.explored AND (r.tier = ? OR r.reasons LIKE ?)
         FROM outcomes o JOIN requests r ON r.request_id = o.request_id AND r.scope = o.scope
         WHERE o.id IN (SELECT MAX(id) FROM outcomes GROUP BY request_id, scope)
           AND r.raw_score IS NOT NULL AND r.cache_hit = 0 AND r.ok = 1
         ORDER BY o.ts
-        """
+        """,
+        (top_tier, f"%instead of {top_tier} (adapt.explore%"),
     ).fetchall()
     return [
-        Example(float(ts), float(raw), sketch, top=tier == top_tier, good=value >= 0.5)
-        for ts, raw, sketch, tier, value in rows
+        Example(
+            float(ts),
+            float(raw),
+            sketch,
+            top=tier == top_tier,
+            good=value >= 0.5,
+            scope=who,
+            explored=bool(explored),
+        )
+        for ts, raw, sketch, tier, value, who, explored in rows
     ]
 
 
-def recent_traffic(conn: sqlite3.Connection, limit: int = 2000) -> list[tuple[float, bytes | None]]:
-    """(scorer's score, sketch) of the latest routed requests, rated or not."""
+def recent_traffic(
+    conn: sqlite3.Connection, limit: int = 2000, scope: str | None = None
+) -> list[tuple[float, bytes | None]]:
+    """(scorer's score, sketch) of the latest routed requests, rated or not (one scope's)."""
+    where = "" if scope is None else " AND scope = ?"
     rows = conn.execute(
-        "SELECT raw_score, sketch FROM requests WHERE raw_score IS NOT NULL AND cache_hit = 0 "
-        "ORDER BY id DESC LIMIT ?",
-        (limit,),
+        "SELECT raw_score, sketch FROM requests WHERE raw_score IS NOT NULL AND cache_hit = 0"
+        f"{where} ORDER BY id DESC LIMIT ?",
+        (limit,) if scope is None else (scope, limit),
     ).fetchall()
     return [(float(score), sketch) for score, sketch in rows]
 

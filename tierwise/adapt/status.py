@@ -9,6 +9,7 @@ import sqlite3
 import time
 from typing import Any
 
+from tierwise.adapt.background import last_refit
 from tierwise.adapt.outcomes import counts
 from tierwise.adapt.store import AdaptStore
 
@@ -33,6 +34,7 @@ def adapt_status(
         "versions": store.versions(),
         "version": 0,
         "rollback": ROLLBACK,
+        "last_refit": dict(zip(("outcomes", "ts"), last_refit(store.dir), strict=True)),
     }
     try:
         current = store.current()
@@ -58,11 +60,15 @@ def format_status(status: dict[str, Any]) -> str:
     elif status["version"]:
         lines.append(
             f"in service: version {status['version']} (parent {status['parent']}), fitted on "
-            f"{status['fitted_on']} outcomes, held-back AUROC gain {status['gain']:+.4f} on "
+            f"{status['fitted_on']} outcomes, held-back gain {status['gain']:+.4f} on "
             f"{status['held_back']}; undo with `{status['rollback']}`"
         )
     else:
         lines.append("in service: none (the scorer as it is)")
+    refit = status.get("last_refit") or {}
+    if refit.get("ts"):
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(refit["ts"]))
+        lines.append(f"last background refit: {when}, on {refit['outcomes']} outcomes")
     sources = ", ".join(f"{k} {v}" for k, v in sorted(status["by_source"].items()))
     lines.append(
         f"outcomes received: {status['outcomes']} ({status['outcomes_24h']} in 24 h)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -26,9 +27,13 @@ def log_path(config: TierwiseConfig) -> Path:
     return Path(path).expanduser() if path else default_path()
 
 
-def store_for(config: TierwiseConfig) -> AdaptStore:
-    """adapt.dir, or adapt/ beside the decision log."""
-    return AdaptStore(config.adapt.dir or log_path(config).parent / "adapt")
+def store_for(config: TierwiseConfig, scope: str | None = None) -> AdaptStore:
+    """adapt.dir, or adapt/ beside the decision log; a tenant's own versions (scope: its
+    Scope.key(), a hash) live in scopes/<key>/ there."""
+    base = Path(config.adapt.dir) if config.adapt.dir else log_path(config).parent / "adapt"
+    if scope and not re.fullmatch(r"[0-9a-f]{1,64}", scope):
+        raise ValueError(f"{scope!r} is not a scope key (Scope.key(): lowercase hex)")
+    return AdaptStore(base / "scopes" / scope if scope else base)
 
 
 class AdaptStore:

@@ -21,6 +21,12 @@ def register(sub: Subparsers) -> None:
     what = adapt.add_mutually_exclusive_group()
     what.add_argument("--rollback", action="store_true", help="go back to the previous version")
     what.add_argument("--status", action="store_true", help="show versions and outcomes only")
+    adapt.add_argument(
+        "--scope",
+        default=None,
+        metavar="KEY",
+        help="a tenant's own versions (adapt.scope: tenant; the key `tierwise adapt` prints)",
+    )
     adapt.set_defaults(handler=run)
 
 
@@ -29,22 +35,44 @@ def add_bench_parser(bench_sub: Any, data: Path) -> None:
         "adapt", help="replay outcome files as one organisation's traffic; APGR over the stream"
     )
     bench.add_argument("--data", type=Path, default=data)
-    bench.add_argument("--org", default="mmlu-held-out", help="mmlu-held-out | mmlu-design")
+    bench.add_argument(
+        "--org",
+        default="mmlu-held-out",
+        help="mmlu-held-out | mmlu-design | mmlu-held-out:GROUP (mostly one MMLU subject group: "
+        "stem, humanities, social, other)",
+    )
     bench.add_argument("--seeds", type=int, default=5)
     bench.add_argument("--stream", type=int, default=2000, help="requests (= outcomes) replayed")
     bench.add_argument("--explore", type=float, default=0.03)
     bench.add_argument("--plot", type=Path, default=Path("bench-adapt.png"))
+    bench.add_argument(
+        "--guard",
+        choices=("policy", "ranking"),
+        default="policy",
+        help="policy: adopt on the held-back quality at equal strong share (explored outcomes, "
+        "by propensity); ranking: on each tier's own outcomes (the previous guard)",
+    )
+    bench.add_argument(
+        "--bounds",
+        action="store_true",
+        help="also what feedback could buy: fits with both tiers' outcomes known, and "
+        "exploration shares 3/10/25%%",
+    )
     bench.set_defaults(handler=run_bench)
 
 
 def run(args: argparse.Namespace) -> int:
     from tierwise.adapt.outcomes import open_log
-    from tierwise.adapt.refresh import refresh
+    from tierwise.adapt.refresh import refresh_all
     from tierwise.adapt.status import adapt_status, format_status
     from tierwise.adapt.store import log_path, store_for
 
     config = load_config(args.config)
-    store = store_for(config)
+    try:
+        store = store_for(config, args.scope)
+    except ValueError as exc:
+        print(f"tierwise adapt: {exc}", file=sys.stderr)
+        return 1
     if args.rollback:
         try:
             version = store.rollback()
@@ -67,9 +95,15 @@ def run(args: argparse.Namespace) -> int:
         finally:
             conn.close()
         return 0
-    done = refresh(config)
-    print(f"{done.outcomes} usable outcomes; {done.result.why}")
-    print(f"in service: version {done.version or 'none (the scorer as it is)'}")
+    install, *tenants = refresh_all(config)
+    print(f"{install.outcomes} usable outcomes; {install.result.why}")
+    print(f"in service: version {install.version or 'none (the scorer as it is)'}")
+    for done in tenants:
+        serves = done.version or "none of its own (the install-wide one)"
+        print(
+            f"tenant {done.scope}: {done.outcomes} outcomes; {done.result.why}; in service: "
+            f"{serves}"
+        )
     return 0
 
 
@@ -84,6 +118,8 @@ def run_bench(args: argparse.Namespace) -> int:
             stream_len=args.stream,
             explore=args.explore,
             plot=args.plot,
+            guard=args.guard,
+            bounds=args.bounds,
         )
     except (ValueError, OSError, ImportError) as exc:
         print(f"tierwise bench adapt: {exc}", file=sys.stderr)

@@ -252,7 +252,7 @@ function renderAdapt(a) {
   const sources = Object.entries(a.by_source).map(([k, v]) => `${k} ${num(v)}`).join(" · ") || "none yet";
   const version = a.error ? el("span", { class: "bad" }, a.error)
     : a.version ? `version ${a.version} (parent ${a.parent}) · fitted on ${num(a.fitted_on)} outcomes · ` +
-      `held-back AUROC gain ${a.gain >= 0 ? "+" : ""}${a.gain.toFixed(4)} on ${num(a.held_back)}`
+      `held-back gain ${a.gain >= 0 ? "+" : ""}${a.gain.toFixed(4)} on ${num(a.held_back)}`
     : "none: the scorer's score as it is";
   document.getElementById("adapt").replaceChildren(
     el("p", {}, el("b", {}, "outcomes received "), `${num(a.outcomes)} (${num(a.outcomes_24h)} in 24 h) · ${sources}`),
