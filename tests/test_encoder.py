@@ -186,8 +186,8 @@ def test_unwritable_cache_names_the_fix(tmp_path: Path) -> None:
         enc.packaged_minilm(cache=blocker / "cache")
 
 
-def test_local_onnx_directory_with_token_states(tmp_path: Path) -> None:
-    """A configured model.onnx + tokenizer.json whose output is per-token states is pooled."""
+def _tiny_directory(path: Path) -> np.ndarray:
+    """A local encoder directory whose graph outputs per-token states; returns its table."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -205,7 +205,7 @@ def test_local_onnx_directory_with_token_states(tmp_path: Path) -> None:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    onnx.save(model, tmp_path / "model.onnx")
+    onnx.save(model, path / "model.onnx")
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
@@ -213,12 +213,47 @@ def test_local_onnx_directory_with_token_states(tmp_path: Path) -> None:
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 1), ("[SEP]", 2)]
     )
-    tok.save(str(tmp_path / "tokenizer.json"))
+    tok.save(str(path / "tokenizer.json"))
+    return table
+
+
+def test_local_onnx_directory_with_token_states(tmp_path: Path) -> None:
+    """A configured model.onnx + tokenizer.json whose output is per-token states is pooled."""
+    table = _tiny_directory(tmp_path)
     encoder = enc.Encoder.from_config(EncoderConfig(path=str(tmp_path)))
     got = encoder.embed(["a b", "a"])
     want = table[[1, 3, 2]].mean(axis=0)
     np.testing.assert_allclose(got[1], want / np.linalg.norm(want), atol=1e-6)
     assert encoder.dim == 4
+    assert encoder.curves is None  # the cache keeps the packaged (MiniLM) thresholds
+
+
+def test_a_local_encoder_brings_its_own_cache_thresholds(tmp_path: Path) -> None:
+    """Another encoder's cosines mean something else: the thresholds.json that `eval-cache
+    --write-thresholds` wrote beside its model sets the cache's cosine per band."""
+    from tierwise.cache import budget
+    from tierwise.cache.semantic import SemanticCache
+    from tierwise.config import CacheConfig
+
+    model = tmp_path / "encoder"
+    model.mkdir()
+    _tiny_directory(model)
+    rates = tuple((0.5, 0.1, 0.0) for _ in budget.BANDS)
+    curves = budget.Curves((0.6, 0.7, 0.8), rates)
+    (model / "thresholds.json").write_text(json.dumps(curves.as_dict()))
+    encoder = enc.Encoder.from_config(EncoderConfig(path=str(model)))
+    assert encoder.curves == model / "thresholds.json"
+    config = CacheConfig(enabled=True, directory=str(tmp_path / "answers"))
+    cache = SemanticCache(config, encoder)
+    assert cache.thresholds.by_band == (0.8,) * len(budget.BANDS)
+    assert cache.thresholds != budget.Thresholds.for_budget(0.02)  # not MiniLM's
+    loose = config.model_copy(update={"max_false_hit_rate": 0.1})
+    loose_cache = SemanticCache(loose, encoder)
+    assert loose_cache.thresholds.by_band == (0.7,) * len(budget.BANDS)
+
+    (model / "thresholds.json").write_text('{"bands": [0, 4]}')
+    with pytest.raises(ValueError, match=r"thresholds\.json: not a thresholds file"):
+        SemanticCache(config, enc.Encoder.from_config(EncoderConfig(path=str(model))))
 
 
 def test_missing_pieces_name_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,10 +5,8 @@ The graph takes `input_ids` and `attention_mask` ([batch, tokens], int64) and re
 L2-normalized -- what sentence-transformers computes for all-MiniLM-L6-v2. Token type ids
 are always 0 for single sentences, so their embedding row is folded into the position table.
 
-Attention uses onnxruntime's fused `com.microsoft.Attention` operator when `fused` is set
-(several times faster on one CPU thread, and dynamic int8 quantization turns it into
-QAttention); `fused=False` writes the same computation in standard ONNX operators only, for
-runtimes without Microsoft's contrib operators.
+Attention uses onnxruntime's fused `com.microsoft.Attention` operator (several times faster
+on one CPU thread, and dynamic int8 quantization turns it into QAttention).
 """
 
 from __future__ import annotations

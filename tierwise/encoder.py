@@ -97,12 +97,23 @@ class Encoder:
         tokenizer.no_truncation()  # we bound tokens ourselves, keeping head and tail
         self._tokenizer = tokenizer
         self.max_tokens = max_tokens
+        # The semantic cache's cosine thresholds measured for this encoder, when a local
+        # encoder directory has them (tierwise.cache.budget.encoder_curves).
+        self.curves: Path | None = None
         self.dim = int(self.embed(["dimension probe"]).shape[1])
 
     @classmethod
     def from_config(cls, settings: EncoderConfig | None = None) -> Encoder:
         """The configured encoder; raises EncoderUnavailable naming what is missing."""
         settings = settings or EncoderConfig()
+        encoder = cls._open(settings)
+        if settings.path:
+            curves = Path(settings.path).expanduser() / "thresholds.json"
+            encoder.curves = curves if curves.is_file() else None
+        return encoder
+
+    @classmethod
+    def _open(cls, settings: EncoderConfig) -> Encoder:
         if settings.path:
             model, tokenizer = _local_files(Path(settings.path).expanduser())
         else:

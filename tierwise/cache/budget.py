@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 CURVES = "thresholds.json"
@@ -83,9 +84,23 @@ class Curves:
 
 @lru_cache(maxsize=1)
 def packaged_curves() -> Curves:
-    """The curves `tierwise eval-cache --write-thresholds` last measured."""
+    """The curves `tierwise eval-cache --write-thresholds` last measured (all-MiniLM-L6-v2)."""
     text = resources.files("tierwise.cache").joinpath(CURVES).read_text(encoding="utf-8")
     return Curves.from_dict(json.loads(text))
+
+
+def encoder_curves(path: Path | None) -> Curves:
+    """The curves measured for the cache's encoder: a local encoder directory's own
+    thresholds.json (another encoder's cosines mean something else), else the packaged ones."""
+    if path is None:
+        return packaged_curves()
+    try:
+        return Curves.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{path}: not a thresholds file written by `tierwise eval-cache "
+            f"--write-thresholds` ({exc})"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -95,8 +110,8 @@ class Thresholds:
     by_band: tuple[float, ...]
 
     @classmethod
-    def for_budget(cls, max_false_hit_rate: float) -> Thresholds:
-        return cls(packaged_curves().for_budget(max_false_hit_rate))
+    def for_budget(cls, max_false_hit_rate: float, curves: Curves | None = None) -> Thresholds:
+        return cls((curves or packaged_curves()).for_budget(max_false_hit_rate))
 
     @classmethod
     def fixed(cls, similarity: float) -> Thresholds:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from tierwise.cache import keys
-from tierwise.cache.budget import Thresholds, content_words
+from tierwise.cache.budget import Thresholds, content_words, encoder_curves
 from tierwise.cache.embedders import STATIC_FLOOR, Embedder, StaticEmbedder
 from tierwise.cache.index import VectorIndex
 from tierwise.cache.store import DiskStore, Entry, RedisStore, Store, StoreError
@@ -80,7 +80,9 @@ class SemanticCache:
         self.thresholds = (
             Thresholds.fixed(config.similarity)
             if config.similarity is not None
-            else Thresholds.for_budget(config.max_false_hit_rate)
+            else Thresholds.for_budget(
+                config.max_false_hit_rate, encoder_curves(getattr(encoder, "curves", None))
+            )
         )
         self.disabled_reason = ""
         self._lock = threading.RLock()
