@@ -158,7 +158,7 @@ def port_taken(host: str, port: int) -> bool:
 SMOKE_REQUESTS: tuple[tuple[str, Any, bool], ...] = (
     ("easy", "What is the capital of Australia?", False),
     ("easy, streamed", "Translate 'good morning' into French.", True),
-    ("medium", "Summarize the causes of the French Revolution in a short paragraph.", False),
+    ("medium", "Write a Python function that checks whether a string is a palindrome.", False),
     (
         "hard",
         "Prove that the square root of 2 is irrational, then generalize the argument to any "
