@@ -164,8 +164,10 @@ class LLMJudge:
     ) -> tuple[Score, JudgeOutcome | None]:
         """The judged score and what happened, or the score unchanged and None when the
         judge is not wanted (far from an edge, nothing to rate)."""
+        if not self.wants(score):
+            return score, None
         text = judge_text(request, self.settings.max_chars)
-        if not self.wants(score) or not text:
+        if not text:
             return score, None
         edge = nearest_edge(score.value, self.bands)
         blank = JudgeOutcome("", score.value, edge, score.source)

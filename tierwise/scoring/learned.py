@@ -303,7 +303,9 @@ class LearnedScorer(Scorer):
         eta, parts = self.model.eta(x, text)
         head = self.model.open_chat
         if head is not None and self.open_encoder is not None and is_open_chat(kind, dims):
-            open_x = input_vector(self.open_encoder.embed([text])[0], dims, text)
+            # the same dimensions and style marks as x, after the open head's embedding
+            tail = x[self.model.dim :]
+            open_x = np.concatenate([self.open_encoder.embed([text])[0].astype(np.float64), tail])
             parts["open-chat"] = float(head.part(head.need(open_x)))
             eta += parts["open-chat"]
         unit = self.model.unit(eta, self.bands)
